@@ -1,0 +1,65 @@
+"""Convolutional stages (chapter 3): the residual conv block and the downsampler."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastervit.layers.drop import DropPath
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a feature map, at every pixel.
+
+    Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvBlock(nn.Module):
+    """Residual block ``x + DropPath(gamma * BN(conv(GELU(BN(conv(x))))))``.
+
+    The input is added after the second BatchNorm. ``gamma`` (a per-channel layer scale) exists
+    only when ``layer_scale`` is a number.
+
+    Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale: float | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1)
+        self.norm1 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.act1 = nn.GELU()
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1)
+        self.norm2 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.gamma = (
+            nn.Parameter(layer_scale * torch.ones(dim)) if isinstance(layer_scale, (int, float)) else None
+        )
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        if self.gamma is not None:
+            y = y * self.gamma.view(1, -1, 1, 1)
+        return x + self.drop_path(y)
+
+
+class Downsample(nn.Module):
+    """Halve the resolution and double the width: LayerNorm2d, then conv3x3 stride 2.
+
+    Shapes: ``(B, C, H, W) -> (B, 2C, ceil(H/2), ceil(W/2))``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = LayerNorm2d(dim)
+        self.reduction = nn.Sequential(nn.Conv2d(dim, 2 * dim, kernel_size=3, stride=2, padding=1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reduction(self.norm(x))

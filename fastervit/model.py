@@ -1,0 +1,279 @@
+"""The full FasterViT (chapter 7): a stem, two convolutional stages, two attention stages.
+
+Stage ``i`` works at stride ``2**(i+2)`` with width ``dim * 2**i``. Stages 1 and 2 are
+residual conv blocks; stages 3 and 4 are HAT blocks over windows, with carrier tokens where
+``hat[i]`` is set and the map holds more than one window. Every stage but the last ends in a
+downsampler. The attribute names follow the released checkpoints, so that their state dicts
+load with ``strict=True``.
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fastervit.layers import HAT, ConvBlock, Downsample, LayerNorm2d, Stem, TokenInitializer
+from fastervit.layers.windows import pad_to_windows, window_partition, window_reverse
+
+Grid = tuple[int, int]
+
+
+def _pair(resolution: int | Sequence[int]) -> Grid:
+    if isinstance(resolution, int):
+        return resolution, resolution
+    height, width = resolution
+    return int(height), int(width)
+
+
+class FasterViTLayer(nn.Module):
+    """One stage: ``depth`` blocks at a fixed width, and the downsampler that follows them.
+
+    ``forward`` runs the blocks only; the model applies ``downsample`` after reading the
+    stage's features, so that the backbone can return them.
+
+    Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        input_resolution: Grid,
+        num_heads: int,
+        window_size: int,
+        ct_size: int = 2,
+        conv: bool = False,
+        downsample: bool = True,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: Sequence[float] = (),
+        layer_scale: float | None = None,
+        layer_scale_conv: float | None = None,
+        hat: bool = False,
+        do_propagation: bool = False,
+        fused_attn: bool = True,
+    ) -> None:
+        super().__init__()
+        drop_path = list(drop_path) or [0.0] * depth
+        self.conv = conv
+        self.window_size = window_size
+        windows = tuple(math.ceil(side / window_size) for side in input_resolution)
+        carrier = not conv and hat and windows[0] * windows[1] > 1
+        if conv:
+            self.blocks = nn.ModuleList(
+                ConvBlock(dim, drop_path=drop_path[i], layer_scale=layer_scale_conv) for i in range(depth)
+            )
+        else:
+            self.blocks = nn.ModuleList(
+                HAT(
+                    dim,
+                    num_heads,
+                    window_size,
+                    windows=windows if carrier else None,
+                    ct_size=ct_size,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop=drop,
+                    attn_drop=attn_drop,
+                    drop_path=drop_path[i],
+                    layer_scale=layer_scale,
+                    propagate=do_propagation and i == depth - 1,
+                    fused_attn=fused_attn,
+                )
+                for i in range(depth)
+            )
+        self.downsample = Downsample(dim) if downsample else None
+        self.global_tokenizer = TokenInitializer(dim, ct_size) if carrier else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv:
+            for block in self.blocks:
+                x = block(x)
+            return x
+        B, C, H, W = x.shape
+        w = self.window_size
+        x = pad_to_windows(x, w)  # (B, C, Hp, Wp)
+        Hp, Wp = x.shape[2:]
+        windows = (Hp // w, Wp // w)
+        ct = self.global_tokenizer(x, w) if self.global_tokenizer is not None else None
+        x = window_partition(x, w)  # (B*nh*nw, w*w, C)
+        for block in self.blocks:
+            x, ct = block(x, ct, windows)
+        x = window_reverse(x, w, Hp, Wp)
+        return x[:, :, :H, :W].contiguous() if (Hp, Wp) != (H, W) else x
+
+
+class FasterViT(nn.Module):
+    """FasterViT classifier and multi-scale backbone.
+
+    The keyword arguments are those of the released constructor (so every published
+    variant is a set of them, see :mod:`fastervit.variants`), plus ``fused_attn``.
+
+    Args:
+        dim: width of stage 1; stage ``i`` has ``dim * 2**i`` channels.
+        in_dim: width of the stem's hidden layer.
+        depths: blocks per stage (4 stages).
+        window_size: window side per stage (used by stages 3 and 4).
+        ct_size: carrier tokens per window side.
+        mlp_ratio: hidden width of the MLPs relative to the block width.
+        num_heads: attention heads per stage.
+        resolution: the input size the model is built for, an int or ``(H, W)``; it sets the
+            shapes of the position-bias buffers and where carrier tokens exist. Inputs of any
+            other size with sides divisible by 32 work as well.
+        drop_path_rate: stochastic depth, rising linearly over the blocks to this rate.
+        in_chans, num_classes: input channels and classes (0 for no classifier).
+        qkv_bias, qk_scale: attention's qkv bias and logit scale (default ``head_dim**-0.5``).
+        drop_rate, attn_drop_rate: dropout after MLPs/projections and on attention weights.
+        layer_scale, layer_scale_conv: initial LayerScale of attention and conv blocks, or None.
+        layer_norm_last: LayerNorm instead of BatchNorm before the head.
+        hat: per stage, whether it uses hierarchical attention (carrier tokens).
+        do_propagation: add the carrier tokens back to the map after each attention stage.
+        fused_attn: use ``F.scaled_dot_product_attention`` (same numbers, faster).
+
+    Shapes: ``forward``: ``(B, in_chans, H, W) -> (B, num_classes)`` for H, W divisible by 32.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        in_dim: int,
+        depths: Sequence[int],
+        window_size: Sequence[int],
+        ct_size: int,
+        mlp_ratio: float,
+        num_heads: Sequence[int],
+        resolution: int | Sequence[int] = 224,
+        drop_path_rate: float = 0.2,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        layer_scale: float | None = None,
+        layer_scale_conv: float | None = None,
+        layer_norm_last: bool = False,
+        hat: Sequence[bool] | None = (False, False, True, False),
+        do_propagation: bool = False,
+        fused_attn: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (("depths", depths), ("window_size", window_size), ("num_heads", num_heads)):
+            if len(value) != 4:
+                raise ValueError(f"{name} needs one entry per stage (4), got {list(value)}")
+        hat = [True] * 4 if hat is None else list(hat)
+        height, width = _pair(resolution)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.resolution = (height, width)
+        self.dims = [int(dim * 2**i) for i in range(4)]
+        self.num_features = self.dims[-1]
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+
+        self.patch_embed = Stem(in_chans, in_dim, dim)
+        self.levels = nn.ModuleList()
+        for i in range(4):
+            self.levels.append(
+                FasterViTLayer(
+                    dim=self.dims[i],
+                    depth=depths[i],
+                    input_resolution=(int(2 ** (-2 - i) * height), int(2 ** (-2 - i) * width)),
+                    num_heads=num_heads[i],
+                    window_size=window_size[i],
+                    ct_size=ct_size,
+                    conv=i < 2,
+                    downsample=i < 3,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
+                    layer_scale=layer_scale,
+                    layer_scale_conv=layer_scale_conv,
+                    hat=hat[i],
+                    do_propagation=do_propagation,
+                    fused_attn=fused_attn,
+                )
+            )
+        self.norm = LayerNorm2d(self.num_features) if layer_norm_last else nn.BatchNorm2d(self.num_features)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the constraint that ``x`` breaks, if any."""
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch of images (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"the model takes {self.in_chans}-channel images, got {x.shape[1]} channels; "
+                f"convert the images or build the model with in_chans={x.shape[1]}"
+            )
+        height, width = x.shape[-2:]
+        if height % 32 or width % 32:
+            raise ValueError(
+                f"image sides must be multiples of 32 (the total stride), got {height}x{width}; "
+                f"resize or pad to e.g. {32 * math.ceil(height / 32)}x{32 * math.ceil(width / 32)}"
+            )
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-stage feature maps, for detection and segmentation heads.
+
+        Shapes: ``(B, in_chans, H, W) ->`` a list of 4 maps ``(B, dim * 2**i, H / 2**(i+2),
+        W / 2**(i+2))``, at strides 4, 8, 16 and 32, as each stage leaves them (before the
+        downsampler, and before the final norm for the last).
+        """
+        self.check_input(x)
+        x = self.patch_embed(x)
+        features = []
+        for level in self.levels:
+            x = level(x)
+            features.append(x)
+            if level.downsample is not None:
+                x = level.downsample(x)
+        return features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised last-stage map. Shapes: ``(B, in_chans, H, W) -> (B, C, H/32, W/32)``."""
+        return self.norm(self.forward_intermediates(x)[-1])
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool and classify. Shapes: ``(B, C, h, w) -> (B, num_classes)`` (``(B, C)`` if pre_logits)."""
+        x = self.avgpool(x).flatten(1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a freshly initialised one for ``num_classes`` (0: none)."""
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(self.head)
+
+    def set_fused_attn(self, enabled: bool) -> None:
+        """Switch every attention between the fused kernel and the explicit product."""
+        for module in self.modules():
+            if hasattr(module, "fused"):
+                module.fused = enabled
+
+    @torch.jit.ignore
+    def no_weight_decay_keywords(self) -> set[str]:
+        """Parameter-name fragments to exclude from weight decay (the position MLPs)."""
+        return {"cpb_mlp", "gamma"}

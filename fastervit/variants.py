@@ -1,0 +1,129 @@
+"""Every published FasterViT, as data, and the one entry point that builds them.
+
+A variant is a set of constructor keyword arguments plus the preprocessing its released
+weights expect. ``*_any_res`` variants share the checkpoint of their fixed-resolution twin
+and are built for a larger, non-square default resolution; any model runs at any input
+size with sides divisible by 32, so they differ from their twin only in that default.
+"""
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastervit.checkpoint import LoadReport, load_checkpoint
+from fastervit.model import FasterViT
+
+RELEASE_URL = "https://huggingface.co/ahatamiz/FasterViT/resolve/main/"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """How the released weights were evaluated: input size, crop and normalisation."""
+
+    checkpoint_file: str
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    crop_pct: float = 1.0
+    crop_mode: str = "center"
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def url(self) -> str:
+        return RELEASE_URL + self.checkpoint_file
+
+
+@dataclass(frozen=True)
+class Variant:
+    kwargs: dict[str, Any]
+    pretrained_cfg: PretrainedCfg
+    notes: str = field(default="")
+
+
+_HEADS_SMALL = (2, 4, 8, 16)
+_HEADS_LARGE = (4, 8, 16, 32)
+_HAT_STAGE3 = (False, False, True, False)
+_LAYER_SCALE = dict(layer_scale=1e-5, layer_scale_conv=None, do_propagation=True)
+
+# Constructor arguments of the ImageNet-1K models, FasterViT-0 to -6.
+_FAMILY: dict[str, dict[str, Any]] = {
+    "0": dict(depths=(2, 3, 6, 5), num_heads=_HEADS_SMALL, dim=64, in_dim=64, drop_path_rate=0.2),
+    "1": dict(depths=(1, 3, 8, 5), num_heads=_HEADS_SMALL, dim=80, in_dim=32, drop_path_rate=0.2),
+    "2": dict(depths=(3, 3, 8, 5), num_heads=_HEADS_SMALL, dim=96, in_dim=64, drop_path_rate=0.2),
+    "3": dict(depths=(3, 3, 12, 5), num_heads=_HEADS_SMALL, dim=128, in_dim=64, drop_path_rate=0.3, **_LAYER_SCALE),
+    "4": dict(depths=(3, 3, 12, 5), num_heads=_HEADS_LARGE, dim=196, in_dim=64, drop_path_rate=0.3,
+              layer_norm_last=False, **_LAYER_SCALE),
+    "5": dict(depths=(3, 3, 12, 5), num_heads=_HEADS_LARGE, dim=320, in_dim=64, drop_path_rate=0.3,
+              layer_norm_last=False, **_LAYER_SCALE),
+    "6": dict(depths=(3, 3, 16, 8), num_heads=_HEADS_LARGE, dim=320, in_dim=64, drop_path_rate=0.5,
+              layer_norm_last=False, **_LAYER_SCALE),
+}
+_COMMON = dict(window_size=(7, 7, 7, 7), ct_size=2, mlp_ratio=4, hat=_HAT_STAGE3)
+_ANY_RES = {"2": (541, 960)}  # the release builds FasterViT-2's any-res twin at 541x960, the rest at 576x960
+
+# ImageNet-21K-pretrained FasterViT-4, fine-tuned at 224-768 px: global attention in stages
+# 3 and 4 (one window each at the fine-tuning resolution), no carrier tokens.
+_IN21K = {224: ((7, 7, 14, 7), 0.95), 384: ((7, 7, 24, 12), 1.0), 512: ((7, 7, 32, 16), 1.0),
+          768: ((7, 7, 48, 24), 0.93)}
+
+
+def _build_registry() -> dict[str, Variant]:
+    registry: dict[str, Variant] = {}
+    for family, kwargs in _FAMILY.items():
+        cfg = PretrainedCfg(f"fastervit_{family}_224_1k.pth.tar", crop_pct=0.875 if family == "0" else 1.0)
+        registry[f"faster_vit_{family}_224"] = Variant({**_COMMON, **kwargs, "resolution": 224}, cfg)
+        registry[f"faster_vit_{family}_any_res"] = Variant(
+            {**_COMMON, **kwargs, "resolution": _ANY_RES.get(family, (576, 960))}, cfg
+        )
+    for size, (windows, crop_pct) in _IN21K.items():
+        kwargs = {**_COMMON, **_FAMILY["4"], "window_size": windows, "hat": (False,) * 4}
+        cfg = PretrainedCfg(
+            f"fastervit_4_21k_{size}_w{windows[2]}.pth.tar", (3, size, size), crop_pct, crop_mode="squash"
+        )
+        registry[f"faster_vit_4_21k_{size}"] = Variant({**kwargs, "resolution": size, "drop_path_rate": 0.42}, cfg)
+        registry[f"faster_vit_4_21k_{size}_any_res"] = Variant({**kwargs, "resolution": (576, 960)}, cfg)
+    return dict(sorted(registry.items()))
+
+
+VARIANTS = _build_registry()
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the registered variants matching a shell-style ``pattern`` (e.g. ``"*any_res"``)."""
+    return [name for name in VARIANTS if fnmatch.fnmatch(name, pattern)]
+
+
+def model_kwargs(name: str) -> dict[str, Any]:
+    """The constructor keyword arguments of a registered variant (a fresh copy)."""
+    if name not in VARIANTS:
+        close = list_models(f"*{name}*") or list_models()
+        raise KeyError(f"unknown model {name!r}; registered models include: {', '.join(close)}")
+    return dict(VARIANTS[name].kwargs)
+
+
+def create_model(
+    name: str, pretrained: str | Path | None = None, *, skip_head: bool = False, **overrides: Any
+) -> FasterViT:
+    """Build a registered variant, optionally loading weights from a local checkpoint.
+
+    Args:
+        name: a name from :func:`list_models`, e.g. ``"faster_vit_0_224"``.
+        pretrained: a checkpoint file in the official release format (a dict with
+            ``"state_dict"``) or a bare state dict, loaded with ``weights_only=True`` and
+            ``strict=True``; a mismatch raises :class:`~fastervit.checkpoint.CheckpointMismatchError`
+            listing what differs.
+        skip_head: load everything but the classifier (for a different ``num_classes``).
+        **overrides: constructor arguments that replace the variant's, e.g.
+            ``num_classes=10`` or ``resolution=(320, 256)``.
+
+    The load report is kept as ``model.load_report``.
+    """
+    model = FasterViT(**{**model_kwargs(name), **overrides})
+    model.pretrained_cfg = VARIANTS[name].pretrained_cfg
+    model.load_report: LoadReport | None = None
+    if pretrained is not None:
+        model.load_report = load_checkpoint(model, pretrained, skip_head=skip_head)
+    return model

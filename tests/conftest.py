@@ -1,0 +1,32 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+SPEC_DIR = Path(__file__).parent / "spec"
+
+
+@pytest.fixture(scope="session")
+def spec_models() -> dict:
+    """Facts of the released models: constructor kwargs, num_params, state-dict entries."""
+    return json.loads((SPEC_DIR / "models.json").read_text())
+
+
+def tiny_kwargs(**overrides):
+    """A FasterViT small enough for a CPU test that still has every kind of block.
+
+    Stage 3 has carrier tokens (with layer scale and propagation), stage 4 plain windows.
+    """
+    kwargs = dict(
+        dim=16, in_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), window_size=(7, 7, 7, 7),
+        ct_size=2, mlp_ratio=2, resolution=224, drop_path_rate=0.0, num_classes=10,
+        layer_scale=1e-5, do_propagation=True,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
