@@ -219,7 +219,9 @@ class FasterViT(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError naming the constraint that ``x`` breaks, if any."""
         if x.ndim != 4:
-            raise ValueError(f"expected a batch of images (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected a batch of images (B, C, H, W), got a tensor of shape {tuple(x.shape)}"
+            )
         if x.shape[1] != self.in_chans:
             raise ValueError(
                 f"the model takes {self.in_chans}-channel images, got {x.shape[1]} channels; "

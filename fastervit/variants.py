@@ -53,21 +53,48 @@ _FAMILY: dict[str, dict[str, Any]] = {
     "0": dict(depths=(2, 3, 6, 5), num_heads=_HEADS_SMALL, dim=64, in_dim=64, drop_path_rate=0.2),
     "1": dict(depths=(1, 3, 8, 5), num_heads=_HEADS_SMALL, dim=80, in_dim=32, drop_path_rate=0.2),
     "2": dict(depths=(3, 3, 8, 5), num_heads=_HEADS_SMALL, dim=96, in_dim=64, drop_path_rate=0.2),
-    "3": dict(depths=(3, 3, 12, 5), num_heads=_HEADS_SMALL, dim=128, in_dim=64, drop_path_rate=0.3, **_LAYER_SCALE),
-    "4": dict(depths=(3, 3, 12, 5), num_heads=_HEADS_LARGE, dim=196, in_dim=64, drop_path_rate=0.3,
-              layer_norm_last=False, **_LAYER_SCALE),
-    "5": dict(depths=(3, 3, 12, 5), num_heads=_HEADS_LARGE, dim=320, in_dim=64, drop_path_rate=0.3,
-              layer_norm_last=False, **_LAYER_SCALE),
-    "6": dict(depths=(3, 3, 16, 8), num_heads=_HEADS_LARGE, dim=320, in_dim=64, drop_path_rate=0.5,
-              layer_norm_last=False, **_LAYER_SCALE),
+    "3": dict(
+        depths=(3, 3, 12, 5), num_heads=_HEADS_SMALL, dim=128, in_dim=64, drop_path_rate=0.3, **_LAYER_SCALE
+    ),
+    "4": dict(
+        depths=(3, 3, 12, 5),
+        num_heads=_HEADS_LARGE,
+        dim=196,
+        in_dim=64,
+        drop_path_rate=0.3,
+        layer_norm_last=False,
+        **_LAYER_SCALE,
+    ),
+    "5": dict(
+        depths=(3, 3, 12, 5),
+        num_heads=_HEADS_LARGE,
+        dim=320,
+        in_dim=64,
+        drop_path_rate=0.3,
+        layer_norm_last=False,
+        **_LAYER_SCALE,
+    ),
+    "6": dict(
+        depths=(3, 3, 16, 8),
+        num_heads=_HEADS_LARGE,
+        dim=320,
+        in_dim=64,
+        drop_path_rate=0.5,
+        layer_norm_last=False,
+        **_LAYER_SCALE,
+    ),
 }
 _COMMON = dict(window_size=(7, 7, 7, 7), ct_size=2, mlp_ratio=4, hat=_HAT_STAGE3)
 _ANY_RES = {"2": (541, 960)}  # the release builds FasterViT-2's any-res twin at 541x960, the rest at 576x960
 
 # ImageNet-21K-pretrained FasterViT-4, fine-tuned at 224-768 px: global attention in stages
 # 3 and 4 (one window each at the fine-tuning resolution), no carrier tokens.
-_IN21K = {224: ((7, 7, 14, 7), 0.95), 384: ((7, 7, 24, 12), 1.0), 512: ((7, 7, 32, 16), 1.0),
-          768: ((7, 7, 48, 24), 0.93)}
+_IN21K = {
+    224: ((7, 7, 14, 7), 0.95),
+    384: ((7, 7, 24, 12), 1.0),
+    512: ((7, 7, 32, 16), 1.0),
+    768: ((7, 7, 48, 24), 0.93),
+}
 
 
 def _build_registry() -> dict[str, Variant]:
@@ -83,7 +110,9 @@ def _build_registry() -> dict[str, Variant]:
         cfg = PretrainedCfg(
             f"fastervit_4_21k_{size}_w{windows[2]}.pth.tar", (3, size, size), crop_pct, crop_mode="squash"
         )
-        registry[f"faster_vit_4_21k_{size}"] = Variant({**kwargs, "resolution": size, "drop_path_rate": 0.42}, cfg)
+        registry[f"faster_vit_4_21k_{size}"] = Variant(
+            {**kwargs, "resolution": size, "drop_path_rate": 0.42}, cfg
+        )
         registry[f"faster_vit_4_21k_{size}_any_res"] = Variant({**kwargs, "resolution": (576, 960)}, cfg)
     return dict(sorted(registry.items()))
 

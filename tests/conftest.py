@@ -19,9 +19,18 @@ def tiny_kwargs(**overrides):
     Stage 3 has carrier tokens (with layer scale and propagation), stage 4 plain windows.
     """
     kwargs = dict(
-        dim=16, in_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), window_size=(7, 7, 7, 7),
-        ct_size=2, mlp_ratio=2, resolution=224, drop_path_rate=0.0, num_classes=10,
-        layer_scale=1e-5, do_propagation=True,
+        dim=16,
+        in_dim=8,
+        depths=(1, 1, 2, 1),
+        num_heads=(1, 2, 2, 4),
+        window_size=(7, 7, 7, 7),
+        ct_size=2,
+        mlp_ratio=2,
+        resolution=224,
+        drop_path_rate=0.0,
+        num_classes=10,
+        layer_scale=1e-5,
+        do_propagation=True,
     )
     kwargs.update(overrides)
     return kwargs

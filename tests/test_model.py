@@ -193,3 +193,23 @@ def test_torch_export_with_dynamic_batch(model):
     x = torch.randn(3, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("size", [224, 256])
+def test_model_cast_to_another_dtype(model, dtype, size):
+    x = torch.randn(1, 3, size, size)
+    reference = model(x)
+    cast = FasterViT(**tiny_kwargs()).eval()
+    cast.load_state_dict(model.state_dict())
+    out = cast.to(dtype)(x.to(dtype))
+    assert out.dtype == dtype
+    tolerance = 1e-5 if dtype == torch.float64 else 0.1
+    torch.testing.assert_close(out.float(), reference, rtol=tolerance, atol=tolerance)
+
+
+def test_bfloat16_autocast(model):
+    x = torch.randn(1, 3, 224, 224)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    torch.testing.assert_close(out.float(), model(x), rtol=0.1, atol=0.1)

@@ -113,8 +113,8 @@ class ContinuousPositionBias(GridBuffers):
     def _tables(self, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
         if grid == self.grid:
             return self.relative_coords_table, self.relative_position_index
-        device = self.relative_coords_table.device
-        return relative_coords_table(grid).to(device), relative_position_index(grid).to(device)
+        table = relative_coords_table(grid).to(self.relative_coords_table)  # device and dtype
+        return table, relative_position_index(grid).to(self.relative_position_index.device)
 
     def _compute(self, grid: Grid, num_carrier: int) -> torch.Tensor:
         table, index = self._tables(grid)
@@ -131,12 +131,14 @@ class ContinuousPositionBias(GridBuffers):
         return f"grid={self.grid}, num_heads={self.num_heads}"
 
 
-def grid_coordinates(grid: Grid) -> torch.Tensor:
+def grid_coordinates(
+    grid: Grid, dtype: torch.dtype = torch.float32, device: torch.device | None = None
+) -> torch.Tensor:
     """Absolute coordinates of a grid's cells, centred: ``(i - g//2) / (g//2)`` per axis.
 
     Shapes: ``-> (1, gh*gw, 2)``, cells in row-major order, (row, column) on the last axis.
     """
-    axes = [(torch.arange(g, dtype=torch.float32) - g // 2) / max(g // 2, 1) for g in grid]
+    axes = [(torch.arange(g, dtype=dtype, device=device) - g // 2) / max(g // 2, 1) for g in grid]
     coords = torch.stack(torch.meshgrid(axes[0], axes[1], indexing="ij"))  # (2, gh, gw)
     return coords.flatten(1).transpose(0, 1).unsqueeze(0)
 
@@ -158,8 +160,10 @@ class PositionEmbeddingMLP(GridBuffers):
 
     def embedding(self, grid: Grid) -> torch.Tensor:
         """Shapes: ``-> (1, gh*gw, C)``."""
-        device = self.relative_bias.device
-        return _inference_cached(self, grid, lambda: self.cpb_mlp(grid_coordinates(grid).to(device)))
+        weight = self.cpb_mlp[0].weight
+        return _inference_cached(
+            self, grid, lambda: self.cpb_mlp(grid_coordinates(grid, weight.dtype, weight.device))
+        )
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         return x + self.embedding(grid).to(x.dtype)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastervit.layers.drop import DropPath
+from fastervit.layers.drop import DropPath, layer_scale_parameter
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -38,9 +38,7 @@ class ConvBlock(nn.Module):
         self.act1 = nn.GELU()
         self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1)
         self.norm2 = nn.BatchNorm2d(dim, eps=1e-5)
-        self.gamma = (
-            nn.Parameter(layer_scale * torch.ones(dim)) if isinstance(layer_scale, (int, float)) else None
-        )
+        self.gamma = layer_scale_parameter(dim, layer_scale)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +57,9 @@ class Downsample(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.norm = LayerNorm2d(dim)
-        self.reduction = nn.Sequential(nn.Conv2d(dim, 2 * dim, kernel_size=3, stride=2, padding=1, bias=False))
+        self.reduction = nn.Sequential(
+            nn.Conv2d(dim, 2 * dim, kernel_size=3, stride=2, padding=1, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reduction(self.norm(x))

@@ -1,4 +1,4 @@
-"""Stochastic depth (Huang et al., 2016): drop a whole residual branch per sample."""
+"""What wraps a residual branch ``x + DropPath(gamma * f(x))``: stochastic depth and layer scale."""
 
 import torch
 from torch import nn
@@ -26,3 +26,11 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
+
+
+def layer_scale_parameter(dim: int, init: float | None) -> nn.Parameter | None:
+    """A per-channel residual scale ``gamma`` initialised to ``init`` (LayerScale, Touvron et
+    al. 2021), or None (no scaling) unless ``init`` is a number."""
+    if isinstance(init, bool) or not isinstance(init, (int, float)):
+        return None
+    return nn.Parameter(init * torch.ones(dim))

@@ -11,15 +11,10 @@ from torch import nn
 
 from fastervit.layers.attention import PositionEmbeddingMLP, WindowAttention
 from fastervit.layers.carrier_tokens import raster_to_windows, windows_to_raster
-from fastervit.layers.drop import DropPath
+from fastervit.layers.drop import DropPath, layer_scale_parameter
 from fastervit.layers.mlp import Mlp
 
 Grid = tuple[int, int]
-
-
-def _layer_scale(dim: int, init: float | None) -> nn.Parameter | None:
-    """Per-channel residual scale (LayerScale), or None (no scaling) when ``init`` is None."""
-    return nn.Parameter(init * torch.ones(dim)) if isinstance(init, (int, float)) else None
 
 
 def _scaled(gamma: nn.Parameter | None, x: torch.Tensor) -> torch.Tensor:
@@ -66,11 +61,13 @@ class HAT(nn.Module):
         self.propagate = propagate
         carrier = windows is not None
         num_carrier = ct_size**2 if carrier else 0
-        attn_kwargs = dict(qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop, fused=fused_attn)
+        attn_kwargs = dict(
+            qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop, fused=fused_attn
+        )
         hidden = int(dim * mlp_ratio)
 
-        self.gamma3 = _layer_scale(dim, layer_scale)
-        self.gamma4 = _layer_scale(dim, layer_scale)
+        self.gamma3 = layer_scale_parameter(dim, layer_scale)
+        self.gamma4 = layer_scale_parameter(dim, layer_scale)
         self.pos_embed = PositionEmbeddingMLP(dim, (window_size, window_size))
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, num_heads, (window_size, window_size), num_carrier, **attn_kwargs)
@@ -79,8 +76,8 @@ class HAT(nn.Module):
         self.mlp = Mlp(dim, hidden, drop)
         if carrier:
             ct_grid = (windows[0] * ct_size, windows[1] * ct_size)
-            self.gamma1 = _layer_scale(dim, layer_scale)
-            self.gamma2 = _layer_scale(dim, layer_scale)
+            self.gamma1 = layer_scale_parameter(dim, layer_scale)
+            self.gamma2 = layer_scale_parameter(dim, layer_scale)
             self.hat_norm1 = nn.LayerNorm(dim)
             self.hat_norm2 = nn.LayerNorm(dim)
             self.hat_attn = WindowAttention(dim, num_heads, ct_grid, **attn_kwargs)
