@@ -13,7 +13,7 @@ def spec_models() -> dict:
     return json.loads((SPEC_DIR / "models.json").read_text())
 
 
-def tiny_kwargs(**overrides):
+def _tiny_kwargs(**overrides):
     """A FasterViT small enough for a CPU test that still has every kind of block.
 
     Stage 3 has carrier tokens (with layer scale and propagation), stage 4 plain windows.
@@ -39,3 +39,9 @@ def tiny_kwargs(**overrides):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_kwargs():
+    """``tiny_kwargs(**overrides)``: constructor arguments of a small but complete FasterViT."""
+    return _tiny_kwargs

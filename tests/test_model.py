@@ -5,11 +5,10 @@ import torch
 
 import fastervit
 from fastervit import CheckpointMismatchError, FasterViT, load_checkpoint, save_checkpoint
-from tests.conftest import tiny_kwargs
 
 
 @pytest.fixture
-def model() -> FasterViT:
+def model(tiny_kwargs) -> FasterViT:
     return FasterViT(**tiny_kwargs()).eval()
 
 
@@ -25,7 +24,7 @@ def test_any_resolution(model, size):
 
 
 @pytest.mark.parametrize("size", [(256, 256), (320, 256)])
-def test_built_resolution_and_runtime_resolution_agree(size):
+def test_built_resolution_and_runtime_resolution_agree(tiny_kwargs, size):
     """A model built for 224 and one built for the input's size compute the same function."""
     built_224 = FasterViT(**tiny_kwargs()).eval()
     built_here = FasterViT(**tiny_kwargs(resolution=size)).eval()
@@ -43,7 +42,7 @@ def test_forward_features_and_head(model):
     torch.testing.assert_close(model.forward_head(features), model(x))
 
 
-def test_gradient_reaches_every_parameter():
+def test_gradient_reaches_every_parameter(tiny_kwargs):
     model = FasterViT(**tiny_kwargs()).train()
     model(torch.randn(2, 3, 224, 224)).logsumexp(-1).sum().backward()
     no_grad = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
@@ -55,7 +54,7 @@ def test_deterministic_in_eval(model):
     torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
 
 
-def test_train_mode_is_stochastic_and_eval_is_not():
+def test_train_mode_is_stochastic_and_eval_is_not(tiny_kwargs):
     model = FasterViT(**tiny_kwargs(drop_path_rate=0.5, drop_rate=0.2))
     x = torch.randn(4, 3, 224, 224)
     model.train()
@@ -86,7 +85,7 @@ def test_inference_cache_follows_the_weights(model):
     torch.testing.assert_close(after, reference.detach())
 
 
-def test_channels_last_gives_the_same_output(model):
+def test_channels_last_gives_the_same_output(tiny_kwargs, model):
     x = torch.randn(2, 3, 224, 224)
     model_cl = FasterViT(**tiny_kwargs()).eval()
     model_cl.load_state_dict(model.state_dict())
@@ -108,7 +107,7 @@ def test_bad_inputs_name_the_constraint(model, shape, message):
         model(torch.randn(*shape))
 
 
-def test_checkpoint_roundtrip_release_format(model, tmp_path):
+def test_checkpoint_roundtrip_release_format(tiny_kwargs, model, tmp_path):
     path = tmp_path / "ckpt.pth.tar"
     save_checkpoint(model, path, epoch=3)
     assert set(torch.load(path, weights_only=True)) == {"state_dict", "epoch"}
@@ -119,14 +118,14 @@ def test_checkpoint_roundtrip_release_format(model, tmp_path):
     torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
 
 
-def test_bare_and_ddp_state_dicts_load(model):
+def test_bare_and_ddp_state_dicts_load(tiny_kwargs, model):
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
     other = FasterViT(**tiny_kwargs())
     load_checkpoint(other, state)
     assert torch.equal(other.head.weight, model.head.weight)
 
 
-def test_checkpoint_from_another_resolution_recomputes_grid_buffers(model, tmp_path):
+def test_checkpoint_from_another_resolution_recomputes_grid_buffers(tiny_kwargs, model, tmp_path):
     path = tmp_path / "ckpt.pth"
     save_checkpoint(model, path)
     other = FasterViT(**tiny_kwargs(resolution=(320, 256)))
@@ -141,7 +140,7 @@ def test_checkpoint_from_another_resolution_recomputes_grid_buffers(model, tmp_p
     other.load_state_dict(model.state_dict(), strict=True)
 
 
-def test_mismatch_lists_keys_and_shapes(model):
+def test_mismatch_lists_keys_and_shapes(tiny_kwargs, model):
     state = model.state_dict()
     state.pop("norm.weight")
     state["extra.weight"] = torch.zeros(1)
@@ -153,7 +152,7 @@ def test_mismatch_lists_keys_and_shapes(model):
     assert "levels.0.blocks.0.conv1.weight: checkpoint [1, 1, 3, 3], model [16, 16, 3, 3]" in message
 
 
-def test_other_num_classes_suggests_skip_head(model, tmp_path):
+def test_other_num_classes_suggests_skip_head(tiny_kwargs, model, tmp_path):
     path = tmp_path / "ckpt.pth"
     save_checkpoint(model, path)
     with pytest.raises(CheckpointMismatchError, match="skip_head=True"):
@@ -197,7 +196,7 @@ def test_torch_export_with_dynamic_batch(model):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("size", [224, 256])
-def test_model_cast_to_another_dtype(model, dtype, size):
+def test_model_cast_to_another_dtype(tiny_kwargs, model, dtype, size):
     x = torch.randn(1, 3, size, size)
     reference = model(x)
     cast = FasterViT(**tiny_kwargs()).eval()

@@ -1,0 +1,64 @@
+# The project's commands. `make book` builds the book, `make test` runs every test.
+# Both start with `setup`, which creates .venv on first use.
+
+PYTHON ?= python3
+# Any environment with a bin/python works, e.g. VENV="$CONDA_PREFIX" (environment.yml).
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A GPU user passes a CUDA build here, e.g.
+#   make setup TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
+# It is installed only when the environment has no torch yet.
+TORCH ?= torch==2.13.0
+MATHJAX_VERSION := 3.2.2
+MATHJAX_STATIC := .mathjax/static/mathjax
+MATHJAX_ES5 := .mathjax/node_modules/mathjax/es5
+# Notebooks are executed with exactly these settings, by the tests and by `make notebooks`,
+# so that stored outputs and re-executed outputs agree (scripts/run_notebooks.py sets the
+# same values when run by hand; tests/test_repo.py checks that the two lists match).
+NOTEBOOK_ENV := ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 CUDA_VISIBLE_DEVICES= MPLBACKEND=Agg PYTHONHASHSEED=0
+# Notebook paths for `make notebooks`; empty means all of them.
+NB ?=
+
+.PHONY: setup book test notebooks figures mathjax clean
+
+setup: $(VENV)/.installed
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs only when pyproject.toml is newer than the stamp.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[book,test,dev]"
+	touch $@
+
+# MathJax 3 from the npm registry, so that the built book loads no script from the network.
+# Only the components the book loads are copied: the others (the accessibility menu and
+# speech rules) would fetch files from a CDN.
+mathjax: $(MATHJAX_STATIC)/startup.js
+
+$(MATHJAX_STATIC)/startup.js:
+	npm install --prefix .mathjax --no-audit --no-fund --no-save mathjax@$(MATHJAX_VERSION)
+	rm -rf $(MATHJAX_STATIC)
+	mkdir -p $(MATHJAX_STATIC)/input $(MATHJAX_STATIC)/output/chtml $(MATHJAX_STATIC)/a11y
+	cp .mathjax/node_modules/mathjax/LICENSE $(MATHJAX_ES5)/startup.js $(MATHJAX_ES5)/core.js $(MATHJAX_STATIC)/
+	cp -r $(MATHJAX_ES5)/input/tex.js $(MATHJAX_ES5)/input/tex $(MATHJAX_STATIC)/input/
+	cp $(MATHJAX_ES5)/output/chtml.js $(MATHJAX_STATIC)/output/
+	cp -r $(MATHJAX_ES5)/output/chtml/fonts $(MATHJAX_STATIC)/output/chtml/
+	cp $(MATHJAX_ES5)/a11y/assistive-mml.js $(MATHJAX_STATIC)/a11y/
+
+book: setup mathjax
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: setup mathjax
+	env $(NOTEBOOK_ENV) $(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --ignore-glob='*/.ipynb_checkpoints/*' -p no:cacheprovider -n 2 --dist loadfile
+
+notebooks: setup
+	env $(NOTEBOOK_ENV) $(BIN)/python scripts/run_notebooks.py $(NB)
+
+figures: setup
+	$(BIN)/python scripts/make_figures.py
+
+clean:
+	rm -rf _build .mathjax .pytest_cache
+	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
