@@ -61,6 +61,9 @@ class FasterViTLayer(nn.Module):
         drop_path = list(drop_path) or [0.0] * depth
         self.conv = conv
         self.window_size = window_size
+        # Windows after padding, as the release's any-resolution models count them. Its
+        # fixed-resolution class rounds down, which differs only where that class cannot run
+        # (a side of 8-13 with window 7, e.g. resolution=192); see book/errata.md (d).
         windows = tuple(math.ceil(side / window_size) for side in input_resolution)
         carrier = not conv and hat and windows[0] * windows[1] > 1
         if conv:
