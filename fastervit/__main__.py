@@ -1,0 +1,7 @@
+"""``python -m fastervit``: see :mod:`fastervit.cli`."""
+
+import sys
+
+from fastervit.cli import main
+
+sys.exit(main())

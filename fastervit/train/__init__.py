@@ -1,0 +1,26 @@
+"""Training FasterViT (chapters 10 and 11): the recipe's pieces and the loop.
+
+* :mod:`~fastervit.train.optim`: LAMB and weight-decay parameter groups;
+* :mod:`~fastervit.train.schedule`: per-step linear warmup + cosine decay;
+* :mod:`~fastervit.train.ema`: exponential moving average of the weights;
+* :mod:`~fastervit.train.losses`: label-smoothed and soft-target cross-entropy;
+* :mod:`~fastervit.train.loop`: :func:`~fastervit.train.loop.train`, resumable, DDP-ready,
+  configured by :class:`~fastervit.train.config.TrainConfig`;
+* ``train_command`` / ``eval_command``: the ``fastervit train`` and ``fastervit eval`` commands.
+"""
+
+from fastervit.train.ema import ModelEma
+from fastervit.train.losses import label_smoothing_cross_entropy, smooth_one_hot, soft_target_cross_entropy
+from fastervit.train.optim import Lamb, param_groups_weight_decay
+from fastervit.train.schedule import WarmupCosineLR, warmup_cosine_lr
+
+__all__ = [
+    "Lamb",
+    "ModelEma",
+    "WarmupCosineLR",
+    "label_smoothing_cross_entropy",
+    "param_groups_weight_decay",
+    "smooth_one_hot",
+    "soft_target_cross_entropy",
+    "warmup_cosine_lr",
+]

@@ -1,0 +1,83 @@
+"""What a run leaves behind besides checkpoints: two CSV files and TensorBoard events.
+
+* ``steps.csv``: one row per optimizer step (``step, epoch, lr, loss, grad_norm``);
+* ``epochs.csv``: one row per epoch (training loss, validation loss and top-1/top-5, also
+  for the EMA weights when kept, and the epoch's wall time);
+* ``tb/``: the same numbers as TensorBoard scalars, against the step.
+
+A resumed run first drops whatever was logged after the checkpoint's step (work that the
+checkpoint does not hold and that will be redone), then appends.
+"""
+
+import csv
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+STEP_FIELDS = ("step", "epoch", "lr", "loss", "grad_norm")
+EPOCH_FIELDS = (
+    "epoch",
+    "step",
+    "train_loss",
+    "val_loss",
+    "top1",
+    "top5",
+    "ema_val_loss",
+    "ema_top1",
+    "ema_top5",
+    "epoch_time_s",
+)
+
+
+def _truncate_csv(path: Path, fields: tuple[str, ...], last_step: int) -> None:
+    """Rewrite ``path`` with its header and the rows whose ``step`` is at most ``last_step``."""
+    with path.open(newline="") as f:
+        rows = [row for row in csv.DictReader(f) if int(row["step"]) <= last_step]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+class RunLog:
+    """Append-only CSV and TensorBoard logs of one run in ``output``.
+
+    Args:
+        output: the run directory.
+        resume_step: the step of the checkpoint being resumed, or None for a new run.
+    """
+
+    def __init__(self, output: Path, resume_step: int | None = None) -> None:
+        output.mkdir(parents=True, exist_ok=True)
+        self.files = {"steps": output / "steps.csv", "epochs": output / "epochs.csv"}
+        fields = {"steps": STEP_FIELDS, "epochs": EPOCH_FIELDS}
+        for key, path in self.files.items():
+            if resume_step is not None and path.exists():
+                _truncate_csv(path, fields[key], resume_step)
+            else:
+                with path.open("w", newline="") as f:
+                    csv.DictWriter(f, fieldnames=fields[key]).writeheader()
+        self.fields = fields
+        purge_step = None if resume_step is None else resume_step + 1
+        self.writer = SummaryWriter(log_dir=str(output / "tb"), purge_step=purge_step)
+
+    def _append(self, key: str, row: dict) -> None:
+        with self.files[key].open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields[key]).writerow(row)
+
+    def log_step(self, row: dict) -> None:
+        """One optimizer step: a dict with :data:`STEP_FIELDS`."""
+        self._append("steps", row)
+        for name in ("lr", "loss", "grad_norm"):
+            self.writer.add_scalar(f"train/{name}", row[name], row["step"])
+
+    def log_epoch(self, row: dict) -> None:
+        """One finished epoch: a dict with :data:`EPOCH_FIELDS` (None where not measured)."""
+        self._append("epochs", row)
+        for name in EPOCH_FIELDS[2:]:
+            if row[name] is not None:
+                self.writer.add_scalar(f"epoch/{name}", row[name], row["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,215 @@
+"""The training loop: resume loses nothing, NaN stops cleanly, checkpoints survive crashes."""
+
+import csv
+from dataclasses import replace
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from fastervit.train.checkpointing import load_training_checkpoint
+from fastervit.train.config import TrainConfig
+from fastervit.train.eval_command import evaluate_checkpoint
+from fastervit.train.loop import NonFiniteLossError, train
+
+
+class TinyNet(nn.Module):
+    """A classifier small enough for many CPU steps, with BatchNorm (buffers) and dropout (RNG)."""
+
+    def __init__(self, num_classes: int, in_chans: int, resolution: int, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, width, 3, stride=2, padding=1),
+            nn.BatchNorm2d(width),
+            nn.GELU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.3),
+        )
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, C, H, W) -> (B, num_classes)
+
+
+def tiny_factory(name: str, **kwargs) -> nn.Module:
+    assert name == "tiny", name
+    return TinyNet(**kwargs)
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    """Digits at 16 px, batch 64: 22 steps per epoch."""
+    settings = {
+        "model": "tiny", "dataset": "digits", "output": str(tmp_path / "run"), "epochs": 2,
+        "batch_size": 64, "lr": 5e-3, "warmup_epochs": 0.5, "img_size": 16, "workers": 0,
+        "progress": False, "seed": 7,
+    }  # fmt: skip
+    return TrainConfig(**{**settings, **overrides})
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def state(path):
+    return load_training_checkpoint(path)
+
+
+def test_resume_mid_epoch_equals_training_straight_through(tmp_path):
+    # Everything that draws random numbers is on: dropout, augmentation (RandAugment),
+    # mixup/cutmix, EMA, accumulation and clipping. 11 steps per epoch; stop at 5, resume to 16.
+    recipe = {
+        "mixup": 0.8, "cutmix": 1.0, "aa": "rand-m9-n2", "model_ema": True, "model_ema_decay": 0.9,
+        "grad_accum_steps": 2, "clip_grad": 1.0,
+    }  # fmt: skip
+    straight = tiny_config(tmp_path / "a", max_steps=16, **recipe)
+    summary = train(straight, tiny_factory)
+    assert summary["steps"] == 16 and summary["epochs_completed"] == 1
+
+    first = tiny_config(tmp_path / "b", max_steps=5, **recipe)
+    assert train(first, tiny_factory)["steps"] == 5
+    resumed = replace(first, max_steps=16, resume=str(tmp_path / "b" / "run" / "last.pt"))
+    assert train(resumed, tiny_factory)["steps"] == 16
+
+    a, b = state(tmp_path / "a" / "run" / "last.pt"), state(tmp_path / "b" / "run" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]["module"]:
+        assert torch.equal(a["ema"]["module"][key], b["ema"]["module"][key]), key
+    for s_a, s_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(s_a["exp_avg_sq"], s_b["exp_avg_sq"])
+    assert a["progress"] == b["progress"]
+    assert read_csv(tmp_path / "a" / "run" / "steps.csv") == read_csv(tmp_path / "b" / "run" / "steps.csv")
+    epochs_a, epochs_b = (read_csv(tmp_path / r / "run" / "epochs.csv") for r in "ab")
+    drop_time = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+    assert len(epochs_a) == 1 and drop_time(epochs_a) == drop_time(epochs_b)
+
+
+def test_a_different_seed_gives_different_weights(tmp_path):
+    # The resume test above would pass vacuously if training ignored its randomness.
+    a = train(tiny_config(tmp_path / "a", max_steps=3), tiny_factory)
+    b = train(tiny_config(tmp_path / "b", max_steps=3, seed=8), tiny_factory)
+    wa, wb = state(a["output"] + "/last.pt")["model"], state(b["output"] + "/last.pt")["model"]
+    assert not torch.equal(wa["head.weight"], wb["head.weight"])
+
+
+def test_loading_workers_do_not_change_the_result(tmp_path):
+    a = train(tiny_config(tmp_path / "a", max_steps=3, aa="rand-m9-n2"), tiny_factory)
+    b = train(tiny_config(tmp_path / "b", max_steps=3, aa="rand-m9-n2", workers=2), tiny_factory)
+    assert read_csv(a["output"] + "/steps.csv") == read_csv(b["output"] + "/steps.csv")
+
+
+def test_full_run_writes_logs_best_and_last(tmp_path):
+    summary = train(tiny_config(tmp_path, epochs=3, batch_size=128), tiny_factory)
+    out = tmp_path / "run"
+    assert summary["finished"] and summary["steps"] == 3 * 11
+    assert {"last.pt", "best.pt", "steps.csv", "epochs.csv", "run.json", "tb"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert not list(out.glob(".*.tmp"))
+    steps, epochs = read_csv(out / "steps.csv"), read_csv(out / "epochs.csv")
+    assert [int(r["step"]) for r in steps] == list(range(1, 34))
+    assert [int(r["epoch"]) for r in epochs] == [0, 1, 2]
+    assert float(steps[-1]["loss"]) < float(steps[0]["loss"])  # it learns something
+    assert max(float(r["top1"]) for r in epochs) == pytest.approx(summary["best_top1"])
+    assert state(out / "best.pt")["progress"]["best_top1"] == pytest.approx(summary["best_top1"])
+    assert list((out / "tb").iterdir())
+
+
+def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    class NanAfter(TinyNet):
+        calls = 0
+
+        def forward(self, x):
+            if self.training:
+                NanAfter.calls += 1
+                if NanAfter.calls > 14:
+                    return super().forward(x) * float("nan")
+            return super().forward(x)
+
+    config = tiny_config(tmp_path, batch_size=128)  # 11 steps per epoch
+    with pytest.raises(NonFiniteLossError, match="at step 15 .*last.pt still holds"):
+        train(config, lambda name, **kw: NanAfter(**kw))
+    last = state(tmp_path / "run" / "last.pt")
+    assert last["progress"]["step"] == 11
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
+    assert [int(r["step"]) for r in read_csv(tmp_path / "run" / "steps.csv")][-1] == 14
+
+
+def test_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, epochs=2, batch_size=128)
+    train(replace(config, max_steps=11), tiny_factory)
+    last = tmp_path / "run" / "last.pt"
+    before = last.read_bytes()
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        train(replace(config, resume=str(last)), tiny_factory)
+    assert last.read_bytes() == before
+    assert not list(last.parent.glob(".*.tmp"))
+    monkeypatch.undo()
+    assert state(last)["progress"]["step"] == 11
+
+
+def test_resume_refuses_another_model_or_other_settings(tmp_path):
+    config = tiny_config(tmp_path, max_steps=2)
+    train(config, tiny_factory)
+    last = str(tmp_path / "run" / "last.pt")
+    with pytest.raises(
+        ValueError,
+        match=r"holds model 'tiny' with \{'num_classes': 10, 'in_chans': 1, 'resolution': 16\}, but this run builds 'tiny' with .*'width': 16",
+    ):
+        train(replace(config, resume=last, model_kwargs={"width": 16}), lambda n, **kw: TinyNet(**kw))
+    with pytest.raises(ValueError, match="holds model 'tiny'.*--model tiny"):
+        train(replace(config, resume=last, model="other"), lambda n, **kw: TinyNet(**kw))
+    with pytest.raises(ValueError, match=r"lr \(checkpoint 0.005, now 0.1\)"):
+        train(replace(config, resume=last, lr=0.1), tiny_factory)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(config, tiny_factory)
+
+
+def test_setting_errors(tmp_path):
+    with pytest.raises(ValueError, match="--warmup-epochs"):
+        train(tiny_config(tmp_path, epochs=1, warmup_epochs=1), tiny_factory)
+    with pytest.raises(ValueError, match="lower --batch-size"):
+        train(tiny_config(tmp_path, batch_size=4096), tiny_factory)
+    with pytest.raises(ValueError, match="--grad-accum-steps must be >= 1"):
+        tiny_config(tmp_path, grad_accum_steps=0)
+
+
+def test_lr_scaling_rule():
+    config = TrainConfig(model="m", dataset="d", output="o", batch_size=64, grad_accum_steps=2, lr_base=1e-3)
+    assert config.learning_rate(world_size=4) == pytest.approx(1e-3 * 64 * 4 * 2 / 512)
+    assert TrainConfig(model="m", dataset="d", output="o", lr=0.3).learning_rate(world_size=8) == 0.3
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_on_cpu(tmp_path, amp):
+    summary = train(tiny_config(tmp_path, max_steps=3, amp=amp, channels_last=True), tiny_factory)
+    rows = read_csv(tmp_path / "run" / "steps.csv")
+    assert summary["steps"] == 3 and all(float(r["loss"]) > 0 for r in rows)
+    scaler = state(tmp_path / "run" / "last.pt")["scaler"]
+    assert ("scale" in scaler) == (amp == "fp16")  # only fp16 scales the loss
+
+
+def test_evaluate_checkpoint_reproduces_the_runs_accuracy(tmp_path):
+    summary = train(tiny_config(tmp_path, epochs=1, warmup_epochs=0.2, batch_size=128), tiny_factory)
+    result = evaluate_checkpoint(tmp_path / "run" / "last.pt", workers=0, model_factory=tiny_factory)
+    assert result["weights"] == "model" and result["count"] == 360
+    assert result["top1"] == pytest.approx(summary["top1"], abs=0.3)  # one image in 360
+    assert result["loss"] == pytest.approx(summary["val_loss"], rel=1e-4)
+    with pytest.raises(ValueError, match="1-channel images .* 'imagefolder' has"):
+        evaluate_checkpoint(tmp_path / "run" / "last.pt", "imagefolder", _write_tree(tmp_path / "tree"))
+
+
+def _write_tree(root):
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / split / "a" / "0.png")
+    return root
