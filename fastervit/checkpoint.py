@@ -9,6 +9,7 @@ always complete.
 
 import argparse
 import os
+import pickle
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,8 +85,16 @@ def read_state_dict(source: str | Path | StateDict) -> dict[str, torch.Tensor]:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path}")
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            source = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                source = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                f"{path} holds objects other than tensors and plain containers, which "
+                "weights_only=True refuses to unpickle. If you trust the file, load it yourself "
+                "with torch.load(path, weights_only=False) and pass its state dict instead. "
+                f"PyTorch said: {str(error).splitlines()[0]}"
+            ) from error
     if not isinstance(source, Mapping):
         raise TypeError(f"a checkpoint must be a dict, got {type(source).__name__}")
     for wrapper in ("state_dict", "model"):

@@ -1,5 +1,7 @@
 """The whole model: shapes, gradients, modes, resolutions, checkpoints, compile and export."""
 
+import collections
+
 import pytest
 import torch
 
@@ -172,6 +174,13 @@ def test_create_model_loads_pretrained(tmp_path):
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), source(x))
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused_clearly(model, tmp_path):
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": model.state_dict(), "extra": collections.Counter("ab")}, path)
+    with pytest.raises(ValueError, match="weights_only=False"):
+        load_checkpoint(model, path)
 
 
 def test_missing_checkpoint_file(tmp_path):
