@@ -20,6 +20,7 @@ from collections.abc import Sequence
 COMMANDS = (
     "fastervit.train.train_command",
     "fastervit.train.eval_command",
+    "fastervit.analysis.cli",
 )
 
 

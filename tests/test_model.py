@@ -221,3 +221,9 @@ def test_bfloat16_autocast(model):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
     torch.testing.assert_close(out.float(), model(x), rtol=0.1, atol=0.1)
+
+
+def test_model_built_under_inference_mode(tiny_kwargs):
+    with torch.inference_mode():
+        model = FasterViT(**tiny_kwargs()).eval()
+        assert model(torch.randn(1, 3, 224, 224)).shape == (1, 10)

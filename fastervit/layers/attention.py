@@ -33,9 +33,12 @@ def _inference_cached(module: nn.Module, key: Hashable, compute: Callable[[], to
     exporting). Its key holds the grid, the device, dtype and version counter of every
     parameter, so loading a checkpoint, an in-place update (EMA) or ``.to()`` invalidates it.
     """
-    if module.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+    parameters = list(module.parameters())
+    uncached = module.training or torch.is_grad_enabled() or torch.compiler.is_compiling()
+    # Parameters created under torch.inference_mode() have no version counter to key on.
+    if uncached or any(p.is_inference() for p in parameters):
         return compute()
-    params = tuple((p.device, p.dtype, p._version) for p in module.parameters())
+    params = tuple((p.device, p.dtype, p._version) for p in parameters)
     full_key = (key, params)
     cache = module.__dict__.setdefault("_inference_cache", {})
     if full_key not in cache:
@@ -122,7 +125,7 @@ class ContinuousPositionBias(GridBuffers):
         bias = self.cpb_mlp(table).view(-1, self.num_heads)  # ((2gh-1)(2gw-1), heads)
         bias = bias[index.view(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
         bias = 16 * torch.sigmoid(bias)
-        return F.pad(bias, (num_carrier, 0, num_carrier, 0)).unsqueeze(0)
+        return F.pad(bias, (num_carrier, 0, num_carrier, 0)).unsqueeze(0).contiguous()
 
     def forward(self, grid: Grid, num_carrier: int = 0) -> torch.Tensor:
         return _inference_cached(self, (grid, num_carrier), lambda: self._compute(grid, num_carrier))

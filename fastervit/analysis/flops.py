@@ -1,0 +1,494 @@
+"""FLOPs and parameters (chapter 8): fvcore's count of a traced forward, and closed formulas.
+
+Conventions, the same as fvcore's and the FasterViT paper's tables:
+
+* one multiply-add is one "MAC"; fvcore calls it one flop. ``gmacs`` is that count / 1e9,
+  ``gflops = 2 * gmacs`` counts the multiply and the add separately;
+* counted operators: convolutions and linear layers (``C_in/groups * k * k`` MACs per output
+  value, biases free), matrix products, attention (``2 * B * heads * N_q * N_k * head_dim``:
+  ``q k^T`` then ``attn @ v``), BatchNorm in eval (2 per value), LayerNorm (5 per value),
+  nearest upsampling (1 per output value) and adaptive average pooling (1 per input value);
+  element-wise work (activations, softmax, additions, ``avg_pool2d``) counts nothing;
+* the position MLPs (``cpb_mlp``: the position embeddings and the continuous relative
+  position biases) depend only on the weights and the grid. The released code recomputes
+  them in every forward and its published counts include them; our model does too, except
+  in inference (eval mode under ``torch.no_grad``/``inference_mode``), where it caches them.
+  ``gmacs`` counts them once per forward (the uncached cost, comparable with the official
+  numbers), ``gmacs_cached_bias`` leaves them out (what a cached inference forward costs).
+
+Two counters agree to the MAC: :func:`count_flops` traces a forward with fvcore, adding a
+handle for ``aten::scaled_dot_product_attention`` (fvcore counts nothing for it), and
+:func:`analytic_terms` sums the closed formulas of every component.
+"""
+
+import logging
+import math
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastervit.layers.attention import ContinuousPositionBias, relative_coords_table, relative_position_index
+from fastervit.model import FasterViT
+from fastervit.variants import create_model, model_kwargs
+
+# The components of the per-component breakdown, in the order of the forward pass.
+COMPONENTS = (
+    "stem",
+    "conv_blocks",
+    "downsample",
+    "window_attention",
+    "mlp",
+    "norms",
+    "carrier_tokens",
+    "position_mlps",
+    "head",
+)
+STAGES = ("patch_embed", "levels.0", "levels.1", "levels.2", "levels.3", "head")
+_POSITION_HIDDEN = 512  # hidden width of every position MLP (2 -> 512 -> out)
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+# --------------------------------------------------------------------------------------
+# fvcore
+# --------------------------------------------------------------------------------------
+
+
+def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
+    """fvcore handle for ``aten::scaled_dot_product_attention``.
+
+    q ``(..., N_q, d)``, k ``(..., N_k, d)``, v ``(..., N_k, d_v)``: ``q k^T`` costs
+    ``N_q N_k d`` MACs per batch-head and ``attn @ v`` ``N_q N_k d_v``, as an explicit
+    ``matmul`` pair would be counted. The scale, mask, softmax and dropout are element-wise.
+    """
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(value) for value in inputs[:3])
+    batch_heads = math.prod(q[:-2])
+    return batch_heads * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def _component(name: str) -> str:
+    """The component an fvcore module scope belongs to (the innermost module owning the op)."""
+    if name.startswith("patch_embed"):
+        return "stem"
+    if name in ("norm", "avgpool", "head"):
+        return "head"
+    if "cpb_mlp" in name:
+        return "position_mlps"
+    if ".downsample" in name:
+        return "downsample"
+    if ".global_tokenizer" in name or ".hat_" in name:
+        return "carrier_tokens"
+    if name.startswith(("levels.0.", "levels.1.")):
+        return "conv_blocks"
+    if ".attn" in name:
+        return "window_attention"
+    if ".mlp" in name:
+        return "mlp"
+    if name.endswith((".norm1", ".norm2")):
+        return "norms"
+    if ".blocks." in name:  # ops of a HAT block itself: the propagation's upsampling
+        return "carrier_tokens"
+    return "other"
+
+
+def _stage(name: str) -> str:
+    if name.startswith("levels."):
+        return ".".join(name.split(".")[:2])
+    return "head" if name in ("norm", "avgpool", "head") else name.split(".")[0]
+
+
+def _exclusive_counts(counts: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Per module scope, the MACs of the ops it runs itself (not those of its submodules)."""
+    totals = {name: sum(ops.values()) for name, ops in counts.items()}
+    exclusive = dict(totals)
+    for name, total in totals.items():
+        if not name:
+            continue
+        parent = name.rsplit(".", 1)[0] if "." in name else ""
+        while parent not in totals:  # skip levels of the hierarchy fvcore has no scope for
+            parent = parent.rsplit(".", 1)[0] if "." in parent else ""
+        exclusive[parent] -= total
+    return exclusive
+
+
+@dataclass(frozen=True)
+class FlopReport:
+    """MACs and parameters of one model at one input size (batch 1 unless stated).
+
+    ``macs`` counts the position MLPs (uncached forward); ``position_mlp_macs`` is their
+    share, so ``macs - position_mlp_macs`` is the cost of a cached inference forward.
+    """
+
+    model: str
+    resolution: tuple[int, int]
+    params: int
+    macs: int
+    position_mlp_macs: int
+    by_stage: dict[str, int]
+    by_component: dict[str, int]
+    by_operator: dict[str, int] = field(default_factory=dict)
+    by_module: dict[str, int] = field(default_factory=dict)  # fvcore: every module, with its submodules
+    unsupported_ops: dict[str, int] = field(default_factory=dict)
+    batch_size: int = 1
+    method: str = "fvcore"
+
+    @property
+    def gmacs(self) -> float:
+        return self.macs / 1e9
+
+    @property
+    def gflops(self) -> float:
+        return 2 * self.gmacs
+
+    @property
+    def gmacs_cached_bias(self) -> float:
+        return (self.macs - self.position_mlp_macs) / 1e9
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record of the ``flops`` command."""
+        return {
+            "model": self.model,
+            "resolution": list(self.resolution),
+            "batch_size": self.batch_size,
+            "params": self.params,
+            "params_m": round(self.params / 1e6, 3),
+            "gmacs": round(self.gmacs, 6),
+            "gflops": round(self.gflops, 6),
+            "gmacs_cached_bias": round(self.gmacs_cached_bias, 6),
+            "method": self.method,
+            "convention": "1 MAC = 1 multiply-add = fvcore 'flop'; gflops = 2 * gmacs",
+            "gmacs_by_stage": {k: round(v / 1e9, 6) for k, v in self.by_stage.items()},
+            "gmacs_by_component": {k: round(v / 1e9, 6) for k, v in self.by_component.items()},
+        }
+
+
+def build_for_counting(name: str, **overrides: Any) -> FasterViT:
+    """A registered model with placeholder weights, built fast enough for the largest variants.
+
+    The model is constructed on the meta device (no initialisation), then given zeroed CPU
+    storage; the grid buffers that the position bias gathers with are recomputed. Counts do
+    not depend on weight values, so this gives the same counts as ``create_model(name)``
+    (FasterViT-6 builds in a second instead of half a minute).
+    """
+    with torch.device("meta"):
+        model = create_model(name, **overrides)
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.zero_()
+        for module in model.modules():
+            if isinstance(module, ContinuousPositionBias):
+                module.relative_coords_table.copy_(relative_coords_table(module.grid))
+                module.relative_position_index.copy_(relative_position_index(module.grid))
+            elif isinstance(module, nn.BatchNorm2d):
+                module.running_var.fill_(1.0)
+    return model.requires_grad_(False).eval()
+
+
+def flop_analysis(model: nn.Module, inputs: torch.Tensor) -> Any:
+    """An fvcore ``FlopCountAnalysis`` of ``model(inputs)`` with our handles and quiet warnings.
+
+    The trace runs here, in eval mode with autograd enabled, so that the position MLPs run
+    (are not served from the inference cache) and are counted, as in a training forward
+    and in the released code. Parameters that do not require gradients keep the trace light.
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(model, inputs)
+    analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    was_training = model.training
+    model.eval()
+    logger = logging.getLogger("fvcore")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            analysis.total()  # trace now, while autograd is on
+    finally:
+        logger.setLevel(level)
+        model.train(was_training)
+    return analysis
+
+
+def count_flops(
+    model: str | nn.Module,
+    resolution: int | Sequence[int] | None = None,
+    batch_size: int = 1,
+) -> FlopReport:
+    """Count MACs (fvcore) and parameters of a model name or a FasterViT instance.
+
+    Args:
+        model: a registered name (built with :func:`build_for_counting`) or a module.
+        resolution: input ``H, W`` (an int for square); default the model's own resolution.
+        batch_size: images per forward; the position MLPs run once per forward, whatever it is.
+    """
+    name = model if isinstance(model, str) else type(model).__name__
+    if isinstance(model, str):
+        model = build_for_counting(model)
+    size = _pair(resolution if resolution is not None else getattr(model, "resolution", 224))
+    in_chans = getattr(model, "in_chans", 3)
+    inputs = torch.zeros(batch_size, in_chans, *size)
+    analysis = flop_analysis(model, inputs)
+    counts = analysis.by_module_and_operator()
+    exclusive = _exclusive_counts(counts)
+    by_stage: Counter[str] = Counter()
+    by_component: Counter[str] = Counter()
+    for scope, macs in exclusive.items():
+        if macs and scope:
+            by_stage[_stage(scope)] += macs
+            by_component[_component(scope)] += macs
+    if exclusive.get("", 0):
+        by_component["other"] += exclusive[""]
+    position = sum(sum(ops.values()) for scope, ops in counts.items() if scope.endswith("cpb_mlp"))
+    return FlopReport(
+        model=name,
+        resolution=size,
+        params=sum(p.numel() for p in model.parameters()),
+        macs=int(analysis.total()),
+        position_mlp_macs=int(position),
+        by_stage={s: by_stage[s] for s in STAGES if by_stage[s]},
+        by_component={c: by_component[c] for c in (*COMPONENTS, "other") if by_component[c]},
+        by_operator=dict(analysis.by_operator()),
+        by_module=dict(analysis.by_module()),
+        unsupported_ops=dict(analysis.unsupported_ops()),
+        batch_size=batch_size,
+        method="fvcore",
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Closed formulas
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Term:
+    """One line of the analytic count: ``macs`` of ``what`` in ``stage``, of kind ``component``."""
+
+    stage: str
+    component: str
+    what: str
+    macs: int
+
+
+def conv_out(side: int, kernel: int = 3, stride: int = 2, padding: int = 1) -> int:
+    """Output side of a convolution: ``floor((side + 2p - k) / s) + 1``."""
+    return (side + 2 * padding - kernel) // stride + 1
+
+
+def conv_macs(out_h: int, out_w: int, c_in: int, c_out: int, kernel: int = 3, groups: int = 1) -> int:
+    """A k x k convolution: every output value is a dot product of ``c_in/groups * k * k``."""
+    return out_h * out_w * c_out * (c_in // groups) * kernel * kernel
+
+
+def linear_macs(tokens: int, c_in: int, c_out: int) -> int:
+    return tokens * c_in * c_out
+
+
+def attention_macs(windows: int, tokens: int, dim: int) -> int:
+    """``q k^T`` and ``attn @ v`` over ``windows`` sequences of ``tokens``: ``2 W N^2 C``.
+
+    (``heads * head_dim = C``: the heads split the channels, not the cost.)
+    """
+    return 2 * windows * tokens * tokens * dim
+
+
+def position_mlp_macs(rows: int, out_features: int) -> int:
+    """A position MLP ``2 -> 512 -> out`` evaluated on ``rows`` coordinates."""
+    return rows * (2 * _POSITION_HIDDEN + _POSITION_HIDDEN * out_features)
+
+
+def _resolve_kwargs(model: str | Mapping[str, Any]) -> dict[str, Any]:
+    return model_kwargs(model) if isinstance(model, str) else dict(model)
+
+
+def _hat_stage_terms(
+    stage: str,
+    dim: int,
+    depth: int,
+    heads: int,
+    window: int,
+    side: tuple[int, int],
+    carrier: bool,
+    ct_size: int,
+    mlp_ratio: float,
+    propagate: bool,
+    batch: int,
+) -> list[Term]:
+    """The HAT blocks of one attention stage working on a ``side`` map (before padding)."""
+    padded = [math.ceil(s / window) * window for s in side]
+    nh, nw = padded[0] // window, padded[1] // window
+    num_windows = batch * nh * nw
+    n_ct = ct_size**2 if carrier else 0
+    tokens = window * window + n_ct  # per window: carrier tokens first, then the window's own
+    hidden = int(dim * mlp_ratio)
+    ct_grid = (ct_size * nh, ct_size * nw)
+    ct_tokens = batch * ct_grid[0] * ct_grid[1]
+    terms = []
+    if carrier:
+        terms.append(
+            Term(
+                stage, "carrier_tokens", "initializer dwconv3x3", batch * conv_macs(*padded, dim, dim, 3, dim)
+            )
+        )
+    block = [
+        Term(stage, "position_mlps", "window position embedding", position_mlp_macs(window * window, dim)),
+        Term(stage, "position_mlps", "window relative bias", position_mlp_macs((2 * window - 1) ** 2, heads)),
+        Term(stage, "norms", "norm1 + norm2", 2 * 5 * num_windows * tokens * dim),
+        Term(stage, "window_attention", "qkv + proj", linear_macs(num_windows * tokens, dim, 4 * dim)),
+        Term(stage, "window_attention", "q k^T + attn v", attention_macs(num_windows, tokens, dim)),
+        Term(stage, "mlp", "fc1 + fc2", 2 * linear_macs(num_windows * tokens, dim, hidden)),
+    ]
+    if carrier:
+        bias_rows = (2 * ct_grid[0] - 1) * (2 * ct_grid[1] - 1)
+        block += [
+            Term(
+                stage,
+                "position_mlps",
+                "carrier position embedding",
+                position_mlp_macs(ct_grid[0] * ct_grid[1], dim),
+            ),
+            Term(stage, "position_mlps", "carrier relative bias", position_mlp_macs(bias_rows, heads)),
+            Term(stage, "carrier_tokens", "hat_norm1 + hat_norm2", 2 * 5 * ct_tokens * dim),
+            Term(stage, "carrier_tokens", "hat_attn qkv + proj", linear_macs(ct_tokens, dim, 4 * dim)),
+            Term(
+                stage,
+                "carrier_tokens",
+                "hat_attn q k^T + attn v",
+                attention_macs(batch, ct_tokens // batch, dim),
+            ),
+            Term(stage, "carrier_tokens", "hat_mlp", 2 * linear_macs(ct_tokens, dim, hidden)),
+        ]
+    for _ in range(depth):
+        terms += block
+    if carrier and propagate:
+        terms.append(
+            Term(stage, "carrier_tokens", "propagation upsample", num_windows * dim * window * window)
+        )
+    return terms
+
+
+def analytic_terms(
+    model: str | Mapping[str, Any],
+    resolution: int | Sequence[int] | None = None,
+    batch_size: int = 1,
+) -> list[Term]:
+    """Every counted operation of a FasterViT forward, from its constructor arguments alone.
+
+    Args:
+        model: a registered name or the constructor keyword arguments of a FasterViT.
+        resolution: input ``H, W``; default the model's ``resolution`` (which also decides,
+            as in the model, which stages have carrier tokens).
+        batch_size: images per forward (the position MLPs are counted once per forward).
+
+    Follows fvcore's conventions (see the module docstring), so that the sum equals
+    :func:`count_flops` exactly.
+    """
+    kw = _resolve_kwargs(model)
+    build = _pair(kw.get("resolution", 224))
+    height, width = _pair(resolution) if resolution is not None else build
+    dim, in_dim, in_chans = kw["dim"], kw["in_dim"], kw.get("in_chans", 3)
+    hat = kw.get("hat", (False, False, True, False))
+    hat = [True] * 4 if hat is None else list(hat)
+    B = batch_size
+    terms = []
+    h, w = conv_out(height), conv_out(width)
+    terms += [
+        Term("patch_embed", "stem", "conv1", B * conv_macs(h, w, in_chans, in_dim)),
+        Term("patch_embed", "stem", "bn1", B * 2 * in_dim * h * w),
+    ]
+    h, w = conv_out(h), conv_out(w)
+    terms += [
+        Term("patch_embed", "stem", "conv2", B * conv_macs(h, w, in_dim, dim)),
+        Term("patch_embed", "stem", "bn2", B * 2 * dim * h * w),
+    ]
+    for i in range(4):
+        stage, C = f"levels.{i}", int(dim * 2**i)
+        if i < 2:
+            per_block = [
+                Term(stage, "conv_blocks", "conv1 + conv2", B * 2 * conv_macs(h, w, C, C)),
+                Term(stage, "conv_blocks", "bn1 + bn2", B * 2 * 2 * C * h * w),
+            ]
+            terms += per_block * kw["depths"][i]
+        else:
+            window = kw["window_size"][i]
+            built_side = [int(2 ** (-2 - i) * s) for s in build]
+            carrier = hat[i] and math.ceil(built_side[0] / window) * math.ceil(built_side[1] / window) > 1
+            terms += _hat_stage_terms(
+                stage,
+                C,
+                kw["depths"][i],
+                kw["num_heads"][i],
+                window,
+                (h, w),
+                carrier,
+                kw["ct_size"],
+                kw["mlp_ratio"],
+                kw.get("do_propagation", False),
+                B,
+            )
+        if i < 3:
+            h2, w2 = conv_out(h), conv_out(w)
+            terms += [
+                Term(stage, "downsample", "layer norm", B * 5 * C * h * w),
+                Term(stage, "downsample", "conv3x3 s2", B * conv_macs(h2, w2, C, 2 * C)),
+            ]
+            h, w = h2, w2
+    C = int(dim * 8)
+    norm = 5 if kw.get("layer_norm_last", False) else 2
+    terms += [
+        Term("head", "head", "norm", B * norm * C * h * w),
+        Term("head", "head", "average pool", B * C * h * w),
+    ]
+    if kw.get("num_classes", 1000) > 0:
+        terms.append(Term("head", "head", "classifier", B * C * kw.get("num_classes", 1000)))
+    return terms
+
+
+def analytic_report(
+    model: str | Mapping[str, Any],
+    resolution: int | Sequence[int] | None = None,
+    batch_size: int = 1,
+    params: int | None = None,
+) -> FlopReport:
+    """:func:`analytic_terms` summed into a :class:`FlopReport` (``params`` as given, or 0)."""
+    terms = analytic_terms(model, resolution, batch_size)
+    kw = _resolve_kwargs(model)
+    size = _pair(resolution if resolution is not None else kw.get("resolution", 224))
+    by_stage: Counter[str] = Counter()
+    by_component: Counter[str] = Counter()
+    for t in terms:
+        by_stage[t.stage] += t.macs
+        by_component[t.component] += t.macs
+    return FlopReport(
+        model=model if isinstance(model, str) else "FasterViT",
+        resolution=size,
+        params=params or 0,
+        macs=sum(t.macs for t in terms),
+        position_mlp_macs=by_component["position_mlps"],
+        by_stage={s: by_stage[s] for s in STAGES if by_stage[s]},
+        by_component={c: by_component[c] for c in COMPONENTS if by_component[c]},
+        batch_size=batch_size,
+        method="analytic",
+    )
+
+
+def count_params(name: str, **overrides: Any) -> int:
+    """Parameters of a registered model (a shared module counted once), built on the meta device."""
+    with torch.device("meta"):
+        model = create_model(name, **overrides)
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Every GPU number the book shows, written as JSON into results/ (chapter 9 reads them).
+#
+#   scripts/gpu_results.sh                      # on a CUDA machine: roughly 10-15 min on an H100 (estimate)
+#   GPU_RESULTS_SMOKE=1 scripts/gpu_results.sh  # CPU smoke test with tiny sizes (a few minutes)
+#
+# Settings (environment variables):
+#   PEAK_TFLOPS   the GPU's dense bf16 peak, for model FLOPs utilisation
+#                 (default 989: H100 SXM; H100 PCIe 756, A100 312, H200 989)
+#   RESULTS_DIR   where the JSON goes (default results/; the smoke test defaults to a
+#                 temporary folder so that its numbers never pass for GPU results)
+#   PYTHON        the interpreter (default .venv/bin/python, else python3)
+#
+# What it measures (each step prints its JSON record's last line to the log):
+#   1. environment.json                 GPU, driver, torch/timm versions, peak used for MFU
+#   2. throughput_b128_bf16.json        FasterViT-0..6 and peers (timm), batch 128, bf16 autocast
+#   3. latency_b1_bf16.json             the same models at batch 1
+#   4. ablation_fv0_b128_bf16.json      FasterViT-0: channels_last, torch.compile, both (alternated)
+#   5. resolution_fv0_bf16_<R>.json     FasterViT-0 from 224 to 1024 px, ~constant pixels per batch
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
+PEAK_TFLOPS=${PEAK_TFLOPS:-989}
+FV=("$PYTHON" -m fastervit)
+
+if [ "${GPU_RESULTS_SMOKE:-0}" = "1" ]; then
+    RESULTS_DIR=${RESULTS_DIR:-$(mktemp -d -t gpu_results_smoke.XXXXXX)}
+    DEVICE=cpu
+    MODELS=faster_vit_0_224
+    PEERS=()
+    THROUGHPUT=(--batch-size 2 --resolution 64 --warmup 1 --iters 2 --rounds 1)
+    LATENCY=(--batch-size 1 --resolution 64 --warmup 1 --iters 2 --rounds 1)
+    ABLATION=(--batch-size 2 --resolution 64 --warmup 1 --iters 2 --rounds 1)
+    RESOLUTIONS=(64 96)
+    SWEEP=(--warmup 1 --iters 2 --rounds 1)
+    PIXELS_PER_BATCH=$((2 * 64 * 64))
+else
+    RESULTS_DIR=${RESULTS_DIR:-results}
+    DEVICE=cuda
+    "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: run on a GPU machine, or set GPU_RESULTS_SMOKE=1 for the CPU smoke test')"
+    MODELS=all
+    PEERS=(--peers)
+    THROUGHPUT=(--batch-size 128 --warmup 10 --iters 50 --rounds 5)
+    LATENCY=(--batch-size 1 --warmup 20 --iters 200 --rounds 5)
+    ABLATION=(--batch-size 128 --warmup 10 --iters 50 --rounds 5)
+    RESOLUTIONS=(224 256 320 384 448 512 640 768 896 1024)
+    SWEEP=(--warmup 5 --iters 30 --rounds 3)
+    PIXELS_PER_BATCH=$((128 * 224 * 224))
+fi
+mkdir -p "$RESULTS_DIR"
+COMMON=(--device "$DEVICE" --amp bf16 --peak-tflops "$PEAK_TFLOPS")
+log() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)" >&2; }
+START=$SECONDS
+
+log "1/5 environment"
+"$PYTHON" - "$RESULTS_DIR/environment.json" "$PEAK_TFLOPS" "$DEVICE" <<'EOF'
+import json, platform, subprocess, sys, importlib.metadata as md
+import torch
+out, peak, device = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+env = {"device": device, "torch_version": torch.__version__, "python_version": platform.python_version(),
+       "peak_tflops_bf16": peak, "cpu": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads()}
+for package in ("timm", "torchvision", "fvcore"):
+    try:
+        env[f"{package}_version"] = md.version(package)
+    except md.PackageNotFoundError:
+        env[f"{package}_version"] = None
+if device == "cuda":
+    env.update(gpu=torch.cuda.get_device_name(0), cuda_version=torch.version.cuda,
+               cudnn_version=torch.backends.cudnn.version())
+    try:
+        query = "name,driver_version,memory.total,clocks.max.sm,power.limit"
+        env["nvidia_smi"] = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+                                           capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as error:
+        env["nvidia_smi"] = f"unavailable: {error}"
+with open(out, "w") as f:
+    json.dump(env, f, indent=1)
+print(json.dumps(env))
+EOF
+
+log "2/5 throughput, batch 128, bf16"
+"${FV[@]}" bench --model "$MODELS" "${PEERS[@]}" "${THROUGHPUT[@]}" "${COMMON[@]}" \
+    --output "$RESULTS_DIR/throughput_b128_bf16.json" | tail -n 1 | cut -c1-300
+
+log "3/5 latency, batch 1, bf16"
+"${FV[@]}" bench --model "$MODELS" "${PEERS[@]}" "${LATENCY[@]}" "${COMMON[@]}" \
+    --output "$RESULTS_DIR/latency_b1_bf16.json" | tail -n 1 | cut -c1-300
+
+log "4/5 FasterViT-0: channels_last and torch.compile"
+"${FV[@]}" bench --model faster_vit_0_224 --ablation "${ABLATION[@]}" "${COMMON[@]}" \
+    --output "$RESULTS_DIR/ablation_fv0_b128_bf16.json" | tail -n 1 | cut -c1-300
+
+log "5/5 FasterViT-0 from ${RESOLUTIONS[0]} to ${RESOLUTIONS[-1]} px"
+for R in "${RESOLUTIONS[@]}"; do
+    BATCH=$(( PIXELS_PER_BATCH / (R * R) ))
+    BATCH=$(( BATCH > 1 ? BATCH : 1 ))
+    "${FV[@]}" bench --model faster_vit_0_224 --resolution "$R" --batch-size "$BATCH" "${SWEEP[@]}" "${COMMON[@]}" \
+        --output "$RESULTS_DIR/resolution_fv0_bf16_$R.json" | tail -n 1 | cut -c1-200
+done
+
+log "done in $(( SECONDS - START )) s: $RESULTS_DIR"
+
+# ======================================================================================
+# training results: see the training chapter
+# ======================================================================================
+
+# ======================================================================================
+# dense prediction results: chapter 12, FasterViT + UperNet on pasted Fashion-MNIST scenes
+# ======================================================================================
+log "dense prediction (scripts/train_dense_gpu.sh)"
+RESULTS_DIR="$RESULTS_DIR/dense" DENSE_SMOKE="${GPU_RESULTS_SMOKE:-0}" PYTHON="$PYTHON" scripts/train_dense_gpu.sh
