@@ -8,10 +8,12 @@ always complete.
 """
 
 import argparse
+import contextlib
 import os
 import pickle
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,23 +148,33 @@ def load_checkpoint(model: nn.Module, source: str | Path | StateDict, skip_head:
     return report
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a path in a fresh temporary folder beside ``path``; on success, move it onto ``path``.
 
-    A crash leaves either the old file or the new one, never half of one.
+    Whatever else the writer puts in that folder (an ONNX file's external weights) is moved
+    beside ``path`` first, so a reader never sees the main file without its companions. On
+    failure nothing is left behind and an existing ``path`` stays as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield folder / path.name
+        if not (folder / path.name).is_file():
+            raise RuntimeError(f"the writer produced no file {path.name}")
+        for extra in folder.iterdir():
+            if extra.name != path.name:
+                os.replace(extra, path.parent / extra.name)
+        os.replace(folder / path.name, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through :func:`atomic_path`: a crash leaves the old file or the new one."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> None:

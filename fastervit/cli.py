@@ -21,6 +21,7 @@ COMMANDS = (
     "fastervit.train.train_command",
     "fastervit.train.eval_command",
     "fastervit.analysis.cli",
+    "fastervit.export_command",
 )
 
 

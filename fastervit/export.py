@@ -1,0 +1,251 @@
+"""Deployment (chapter 12): ``torch.export`` and ONNX, each checked against eager PyTorch.
+
+* :func:`export_program` traces a model into an ``ExportedProgram`` (a graph of ATen
+  operators with the weights, no Python left), with a dynamic batch dimension; it is saved
+  as a ``.pt2`` file (:func:`save_program`) and runs again with ``torch.export.load``.
+* :func:`export_onnx` writes an ONNX file with a dynamic batch dimension through PyTorch's
+  dynamo-based exporter (needs the ``onnx`` and ``onnxscript`` packages: ``pip install
+  "fastervit-book[export]"``); :func:`onnx_runner` runs it with ONNX Runtime.
+* :func:`export_model` does one of the two, then compares the file's outputs with the eager
+  model's on random batches of 1 and 3 images (a batch size other than the one traced).
+
+The backbone is exported through :class:`BackboneFeatures`, which returns the four stage
+maps of ``forward_intermediates`` as a tuple (exporters take tensors and tuples, not lists).
+
+Files are written atomically: into a temporary folder beside the target, then renamed.
+"""
+
+import contextlib
+import importlib.util
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastervit.checkpoint import atomic_path
+from fastervit.model import FasterViT
+
+FORMATS = ("export", "onnx")
+Outputs = torch.Tensor | tuple[torch.Tensor, ...]
+# Largest batch the exported graph promises to accept; the exporters need a bound.
+MAX_BATCH = 4096
+
+
+class BackboneFeatures(nn.Module):
+    """A FasterViT's ``forward_intermediates`` as a module returning a tuple.
+
+    Shapes: ``(B, in_chans, H, W) -> ((B, C_i, H/2**(i+2), W/2**(i+2)) for i in 0..3)``.
+    """
+
+    def __init__(self, model: FasterViT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.forward_intermediates(x))
+
+
+@contextlib.contextmanager
+def explicit_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """Run every attention of ``model`` as an explicit softmax product inside the block.
+
+    Same numbers as the fused kernel (tests check it). The ONNX exporter of torch 2.13 fails
+    to decompose ``scaled_dot_product_attention`` followed by the heads' reshape (the
+    decomposed output's strides do not allow the view); the explicit product exports as
+    plain MatMul and Softmax nodes.
+    """
+    attentions = [m for m in model.modules() if hasattr(m, "fused")]
+    saved = [m.fused for m in attentions]
+    try:
+        for m in attentions:
+            m.fused = False
+        yield model
+    finally:
+        for m, fused in zip(attentions, saved):
+            m.fused = fused
+
+
+def _batch_dynamic(example: torch.Tensor) -> tuple[dict[int, Any]]:
+    if example.shape[0] < 2:
+        raise ValueError(
+            f"trace with an example batch of at least 2 images, got {example.shape[0]}: a batch "
+            "of 1 would be specialised to 1 and the batch dimension could not stay dynamic"
+        )
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+
+
+def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """Trace ``model`` (in eval mode) on ``example`` ``(B >= 2, C, H, W)``; the batch stays dynamic.
+
+    The height and width are fixed to the example's: they set the number of windows and
+    carrier tokens, which the graph bakes in.
+    """
+    model.eval()
+    with torch.no_grad():
+        return torch.export.export(model, (example,), dynamic_shapes=_batch_dynamic(example))
+
+
+def save_program(program: torch.export.ExportedProgram, path: str | Path) -> Path:
+    """Write ``program`` to ``path``, which must end in ``.pt2`` (torch.export's archive), atomically."""
+    if Path(path).suffix != ".pt2":
+        raise ValueError(f"torch.export archives are .pt2 files, got {str(path)!r}; name the output *.pt2")
+    with atomic_path(path) as tmp:
+        torch.export.save(program, tmp)
+    return Path(path)
+
+
+def load_program(path: str | Path) -> Callable[[torch.Tensor], Outputs]:
+    """Load a ``.pt2`` file as a callable module."""
+    return torch.export.load(path).module()
+
+
+def _require(*packages: str) -> None:
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f'ONNX export needs the packages {", ".join(missing)}: pip install "fastervit-book[export]" '
+            "(or pip install onnx onnxscript onnxruntime)"
+        )
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int | None = None) -> Path:
+    """Write ``model`` as an ONNX file with a dynamic batch, traced on ``example`` ``(B >= 2, C, H, W)``.
+
+    Inputs are named ``images``; outputs ``output`` (one tensor) or ``output_0 ...``
+    (a tuple). Weights above 2 GB (FasterViT-5 and -6) go to ``<path>.data`` beside the file,
+    as ONNX's protobuf limit requires.
+    """
+    _require("onnx", "onnxscript")
+    model.eval()
+    with torch.no_grad():
+        outputs = model(example)
+    names = ["output"] if isinstance(outputs, torch.Tensor) else [f"output_{i}" for i in range(len(outputs))]
+    external = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.8 * 2**30
+    dynamic = _batch_dynamic(example)
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    try:
+        onnx_logger.setLevel(logging.ERROR)  # "torchvision is not installed" notes
+        with atomic_path(path) as tmp, explicit_attention(model), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecations inside the exporter
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                input_names=["images"],
+                output_names=names,
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                external_data=external,
+                verbose=False,
+            )
+    finally:
+        onnx_logger.setLevel(level)
+    return Path(path)
+
+
+def onnx_runner(path: str | Path) -> Callable[[torch.Tensor], Outputs]:
+    """An ONNX Runtime session (CPU) for ``path`` as a function of a torch batch."""
+    _require("onnxruntime")
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> Outputs:
+        outputs = tuple(
+            torch.from_numpy(o) for o in session.run(None, {input_name: x.detach().cpu().numpy()})
+        )
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    return run
+
+
+def max_abs_diff(reference: Outputs, candidate: Outputs) -> float:
+    """Largest absolute difference over every output tensor (shapes must agree)."""
+    reference = (reference,) if isinstance(reference, torch.Tensor) else tuple(reference)
+    candidate = (candidate,) if isinstance(candidate, torch.Tensor) else tuple(candidate)
+    if len(reference) != len(candidate):
+        raise ValueError(f"expected {len(reference)} outputs, got {len(candidate)}")
+    worst = 0.0
+    for r, c in zip(reference, candidate):
+        if r.shape != c.shape:
+            raise ValueError(f"output shapes differ: eager {tuple(r.shape)}, exported {tuple(c.shape)}")
+        worst = max(worst, float((r.float() - c.float()).abs().max()))
+    return worst
+
+
+def compare(
+    model: nn.Module,
+    runner: Callable[[torch.Tensor], Outputs],
+    input_shape: Sequence[int],
+    batch_sizes: Sequence[int] = (1, 3),
+    seed: int = 0,
+) -> dict[int, float]:
+    """Max absolute difference between ``model`` and ``runner`` on a random batch of each size.
+
+    ``input_shape`` is ``(C, H, W)``; inputs are standard normal from a generator seeded
+    with ``seed``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    diffs = {}
+    model.eval()
+    for batch in batch_sizes:
+        x = torch.randn(batch, *input_shape, generator=generator)
+        with torch.no_grad():
+            diffs[batch] = max_abs_diff(model(x), runner(x))
+    return diffs
+
+
+def export_model(
+    model: nn.Module,
+    fmt: str,
+    output: str | Path,
+    input_shape: Sequence[int],
+    batch_sizes: Sequence[int] = (1, 3),
+) -> dict[str, Any]:
+    """Export ``model`` as ``fmt`` (``export``: a ``.pt2`` program; ``onnx``) and check the file.
+
+    The model is traced on a random batch of 2 images of ``input_shape`` ``(C, H, W)``, then
+    the saved file is loaded and compared with the eager model on batches of
+    ``batch_sizes``. Where ONNX Runtime is missing, an ONNX file is written but not checked
+    (``verified`` False, ``note`` says why).
+
+    The model is put in eval mode (BatchNorm statistics, no dropout) and left there.
+    Returns a JSON-ready record: output path, format, input shape, file size, and
+    ``max_abs_diff`` per batch size.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    if fmt == "export" and Path(output).suffix != ".pt2":
+        raise ValueError(f"torch.export archives are .pt2 files, got {str(output)!r}; name the output *.pt2")
+    model.eval()
+    example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(1))
+    record: dict[str, Any] = {
+        "output": str(output),
+        "format": fmt,
+        "input_shape": ["batch", *map(int, input_shape)],
+    }
+    if fmt == "export":
+        save_program(export_program(model, example), output)
+        runner = load_program(output)
+    else:
+        export_onnx(model, example, output)
+        try:
+            runner = onnx_runner(output)
+        except ImportError as error:
+            runner = None
+            record.update(verified=False, note=f"not checked: {error}")
+    record["file_bytes"] = Path(output).stat().st_size
+    if runner is not None:
+        diffs = compare(model, runner, input_shape, batch_sizes)
+        record.update(verified=True, max_abs_diff={str(b): d for b, d in diffs.items()})
+        record["max_abs_diff_overall"] = max(diffs.values())
+    return record

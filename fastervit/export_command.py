@@ -1,0 +1,102 @@
+"""``fastervit export``: write a model as a ``torch.export`` program or an ONNX file, and check it.
+
+Examples::
+
+    python -m fastervit export --model faster_vit_0_224 --format onnx --output fv0.onnx
+    python -m fastervit export --model faster_vit_0_224 --format export --output fv0_backbone.pt2 \\
+        --backbone --resolution 512 640
+    python -m fastervit export --model faster_vit_0_224 --checkpoint run/best.pt --format onnx --output m.onnx
+
+The batch dimension stays dynamic; height and width are fixed (``--resolution``, default the
+model's). The last line printed is a JSON record with the output path, the format and the
+largest absolute difference from the eager model on random batches of 1 and 3 images.
+"""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastervit.export import FORMATS, BackboneFeatures, export_model
+from fastervit.variants import create_model
+
+
+def _read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A checkpoint file, read once: ``(the file's dict, constructor arguments it stores)``.
+
+    Training checkpoints (``fastervit train``) store ``model_kwargs``; release files store none.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; pass a release file or a `fastervit train` best.pt/last.pt"
+        )
+    with torch.serialization.safe_globals([argparse.Namespace]):  # release files hold their args
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"{path}: expected a checkpoint dict, found {type(checkpoint).__name__}")
+    kwargs = checkpoint.get("model_kwargs")
+    return checkpoint, dict(kwargs) if isinstance(kwargs, dict) else {}
+
+
+def run_export(args: argparse.Namespace) -> dict[str, Any]:
+    """Build (and load) the model, export it, compare the file with the eager model."""
+    checkpoint, overrides = _read_checkpoint(args.checkpoint) if args.checkpoint else (None, {})
+    overrides.update(json.loads(args.model_kwargs) if args.model_kwargs else {})
+    if args.resolution:
+        if len(args.resolution) not in (1, 2):
+            raise ValueError(f"--resolution takes H [W], got {args.resolution}")
+        overrides["resolution"] = (args.resolution[0], args.resolution[-1])
+    if args.num_classes is not None:
+        overrides["num_classes"] = args.num_classes
+    model = create_model(args.model, pretrained=checkpoint, **overrides).eval()
+    height, width = model.resolution
+    if height % 32 or width % 32:
+        raise ValueError(f"--resolution must have sides divisible by 32, got {height}x{width}")
+    exported = BackboneFeatures(model) if args.backbone else model
+    record = export_model(exported, args.format, args.output, (model.in_chans, height, width))
+    return {
+        "command": "export",
+        "status": "ok",
+        "model": args.model,
+        "backbone": args.backbone,
+        "checkpoint": args.checkpoint,
+        **record,
+    }
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``export`` command."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a model with torch.export or to ONNX, with a dynamic batch",
+        description="Export a classifier (or, with --backbone, its four stage maps) and compare the "
+        "exported file with eager PyTorch on batches of 1 and 3.",
+    )
+    p.add_argument("--model", required=True, help="a registered model name, e.g. faster_vit_0_224")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="'export': a torch.export program (.pt2); 'onnx': an ONNX file",
+    )
+    p.add_argument("--output", required=True, help="the file to write (written atomically)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        nargs="+",
+        metavar="H [W]",
+        help="input size the file is fixed to, sides divisible by 32 (default: the model's)",
+    )
+    p.add_argument("--checkpoint", help="weights to load (release format or a `fastervit train` checkpoint)")
+    p.add_argument(
+        "--backbone",
+        action="store_true",
+        help="export forward_intermediates: a tuple of the 4 stage maps (strides 4 to 32)",
+    )
+    p.add_argument(
+        "--num-classes", type=int, help="classifier size (default: the model's or the checkpoint's)"
+    )
+    p.add_argument("--model-kwargs", help="JSON of constructor overrides, e.g. '{\"depths\": [1, 1, 2, 1]}'")
+    p.set_defaults(handler=run_export)

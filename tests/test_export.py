@@ -1,0 +1,154 @@
+"""fastervit.export and ``fastervit export``: torch.export and ONNX round trips, dynamic batch."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from fastervit import FasterViT, save_checkpoint
+from fastervit.cli import main
+from fastervit.dense import SegmentationModel
+from fastervit.export import (
+    BackboneFeatures,
+    atomic_path,
+    compare,
+    explicit_attention,
+    export_model,
+    export_program,
+    load_program,
+    onnx_runner,
+    save_program,
+)
+
+# Small, with carrier tokens: at 64 px stage 3 is a 4x4 map of 2x2 windows.
+TINY = {
+    "dim": 16,
+    "in_dim": 8,
+    "depths": (1, 1, 1, 1),
+    "num_heads": (1, 2, 2, 4),
+    "mlp_ratio": 2,
+    "window_size": (2, 2, 2, 1),
+    "ct_size": 1,
+    "resolution": 64,
+    "num_classes": 10,
+    "drop_path_rate": 0.0,
+}
+SHAPE = (3, 64, 64)
+HAS_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
+needs_onnx = pytest.mark.skipif(
+    not HAS_ONNX, reason="onnx, onnxscript or onnxruntime missing: pip install 'fastervit-book[export]'"
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return FasterViT(**TINY).eval()
+
+
+def test_tiny_model_has_carrier_tokens(model):
+    assert model.levels[2].global_tokenizer is not None
+
+
+def test_torch_export_round_trip_with_dynamic_batch(model, tmp_path):
+    path = tmp_path / "classifier.pt2"
+    record = export_model(model, "export", path, SHAPE)
+    assert record["verified"] and set(record["max_abs_diff"]) == {"1", "3"}
+    assert record["max_abs_diff_overall"] < 1e-5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classifier.pt2"]  # no temporary left
+    assert load_program(path)(torch.randn(5, *SHAPE)).shape == (5, 10)
+
+
+def test_torch_export_of_the_backbone_returns_four_maps(model, tmp_path):
+    program = export_program(BackboneFeatures(model), torch.randn(2, *SHAPE))
+    save_program(program, tmp_path / "backbone.pt2")
+    runner = load_program(tmp_path / "backbone.pt2")
+    maps = runner(torch.randn(3, *SHAPE))
+    assert [tuple(m.shape) for m in maps] == [(3, 16, 16, 16), (3, 32, 8, 8), (3, 64, 4, 4), (3, 128, 2, 2)]
+    diffs = compare(BackboneFeatures(model), runner, SHAPE)
+    assert max(diffs.values()) < 1e-5
+
+
+def test_torch_export_of_a_segmentation_model(tmp_path):
+    torch.manual_seed(0)
+    backbone = FasterViT(**{**TINY, "in_chans": 1, "num_classes": 0, "resolution": (64, 96)})
+    record = export_model(
+        SegmentationModel(backbone, 5, channels=8), "export", tmp_path / "seg.pt2", (1, 64, 96)
+    )
+    assert record["max_abs_diff_overall"] < 1e-5
+
+
+@needs_onnx
+def test_onnx_round_trip_with_dynamic_batch(model, tmp_path):
+    record = export_model(model, "onnx", tmp_path / "model.onnx", SHAPE)
+    assert record["verified"] and record["max_abs_diff_overall"] < 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    assert all(m.fused for m in model.modules() if hasattr(m, "fused"))  # switched back
+
+
+def test_explicit_attention_restores_the_setting(model):
+    with explicit_attention(model):
+        assert not any(m.fused for m in model.modules() if hasattr(m, "fused"))
+    assert all(m.fused for m in model.modules() if hasattr(m, "fused"))
+
+
+def test_errors_are_clear(model, tmp_path):
+    with pytest.raises(ValueError, match=r"\.pt2"):
+        export_model(model, "export", tmp_path / "model.bin", SHAPE)
+    with pytest.raises(ValueError, match="at least 2"):
+        export_program(model, torch.randn(1, *SHAPE))
+    with pytest.raises(ValueError, match="unknown format"):
+        export_model(model, "tflite", tmp_path / "m", SHAPE)
+
+
+def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def _cli(capsys, argv):
+    code = main(argv)
+    return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _tiny_flags():
+    kwargs = {k: v for k, v in TINY.items() if k not in ("resolution", "num_classes")}
+    return ["--model", "faster_vit_0_224", "--model-kwargs", json.dumps(kwargs), "--resolution", "64"]
+
+
+def test_cli_exports_a_program(tmp_path, capsys):
+    output = tmp_path / "fv.pt2"
+    code, record = _cli(capsys, ["export", *_tiny_flags(), "--format", "export", "--output", str(output)])
+    assert code == 0 and record["status"] == "ok" and record["format"] == "export"
+    assert record["output"] == str(output) and output.is_file()
+    assert set(record["max_abs_diff"]) == {"1", "3"} and record["max_abs_diff_overall"] < 1e-5
+    assert record["input_shape"] == ["batch", 3, 64, 64]
+
+
+@needs_onnx
+def test_cli_exports_a_checkpoint_backbone_to_onnx(tmp_path, capsys):
+    torch.manual_seed(1)
+    trained = FasterViT(**{**TINY, "num_classes": 4}).eval()
+    save_checkpoint(trained, tmp_path / "ckpt.pth")
+    output = tmp_path / "bb.onnx"
+    argv = ["export", *_tiny_flags(), "--num-classes", "4", "--checkpoint", str(tmp_path / "ckpt.pth"),
+            "--backbone", "--format", "onnx", "--output", str(output)]  # fmt: skip
+    code, record = _cli(capsys, argv)  # the backbone's four maps, with the checkpoint's weights
+    assert code == 0 and record["backbone"] and record["verified"] and record["max_abs_diff_overall"] < 1e-4
+    assert max(compare(BackboneFeatures(trained), onnx_runner(output), SHAPE).values()) < 1e-4
+
+
+def test_cli_reports_errors_as_json(tmp_path, capsys):
+    code, record = _cli(
+        capsys, ["export", *_tiny_flags(), "--format", "export", "--output", str(tmp_path / "x.onnx")]
+    )
+    assert code == 1 and record["status"] == "error" and ".pt2" in record["error"]
+    code, record = _cli(
+        capsys, ["export", *_tiny_flags()[:-1], "48", "--format", "export", "--output", "x.pt2"]
+    )
+    assert code == 1 and "divisible by 32" in record["error"]
