@@ -104,6 +104,8 @@ log "done in $(( SECONDS - START )) s: $RESULTS_DIR"
 # ======================================================================================
 # training results: see the training chapter
 # ======================================================================================
+log "training: FasterViT vs a ResNet-18 on Fashion-MNIST, about 10 minutes (scripts/train_gpu.sh)"
+RESULTS_DIR="$RESULTS_DIR/training" SMOKE="${GPU_RESULTS_SMOKE:-0}" PYTHON="$PYTHON" scripts/train_gpu.sh
 
 # ======================================================================================
 # dense prediction results: chapter 12, FasterViT + UperNet on pasted Fashion-MNIST scenes
