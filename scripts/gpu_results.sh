@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Every GPU number the book shows, written as JSON into results/ (chapter 9 reads them).
 #
-#   scripts/gpu_results.sh                      # on a CUDA machine: roughly 10-15 min on an H100 (estimate)
+#   scripts/gpu_results.sh [PART ...]           # on a CUDA machine; PART: bench, train, dense (default: all)
 #   GPU_RESULTS_SMOKE=1 scripts/gpu_results.sh  # CPU smoke test with tiny sizes (a few minutes)
+#
+# Each part fits in one ten-minute command on an H100 (estimates, until measured): bench
+# about 10 min, train about 10 min (scripts/train_gpu.sh), dense about 8 min
+# (scripts/train_dense_gpu.sh); about 25-30 min in all. Run them as separate commands
+# where a command's time is limited.
 #
 # Settings (environment variables):
 #   PEAK_TFLOPS   the GPU's dense bf16 peak, for model FLOPs utilisation
@@ -17,8 +22,15 @@
 #   3. latency_b1_bf16.json             the same models at batch 1
 #   4. ablation_fv0_b128_bf16.json      FasterViT-0: channels_last, torch.compile, both (alternated)
 #   5. resolution_fv0_bf16_<R>.json     FasterViT-0 from 224 to 1024 px, ~constant pixels per batch
+#   training/                           FasterViT vs a ResNet-18-like peer on Fashion-MNIST (chapter 11)
+#   dense/                              FasterViT + UperNet segmentation (chapter 12)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PARTS=("${@:-all}")
+want() { [[ " ${PARTS[*]} " == *" all "* || " ${PARTS[*]} " == *" $1 "* ]]; }
+for part in "${PARTS[@]}"; do
+    case "$part" in all|bench|train|dense) ;; *) echo "unknown part '$part': use bench, train, dense or all" >&2; exit 2 ;; esac
+done
 
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}
@@ -53,6 +65,7 @@ COMMON=(--device "$DEVICE" --amp bf16 --peak-tflops "$PEAK_TFLOPS")
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)" >&2; }
 START=$SECONDS
 
+if want bench; then
 log "1/5 environment"
 "$PYTHON" - "$RESULTS_DIR/environment.json" "$PEAK_TFLOPS" "$DEVICE" <<'EOF'
 import json, platform, subprocess, sys, importlib.metadata as md
@@ -99,16 +112,23 @@ for R in "${RESOLUTIONS[@]}"; do
         --output "$RESULTS_DIR/resolution_fv0_bf16_$R.json" | tail -n 1 | cut -c1-200
 done
 
-log "done in $(( SECONDS - START )) s: $RESULTS_DIR"
+fi
+
 
 # ======================================================================================
 # training results: see the training chapter
 # ======================================================================================
-log "training: FasterViT vs a ResNet-18 on Fashion-MNIST, about 10 minutes (scripts/train_gpu.sh)"
-RESULTS_DIR="$RESULTS_DIR/training" SMOKE="${GPU_RESULTS_SMOKE:-0}" PYTHON="$PYTHON" scripts/train_gpu.sh
+if want train; then
+    log "training: FasterViT vs a ResNet-18 on Fashion-MNIST, about 10 minutes (scripts/train_gpu.sh)"
+    RESULTS_DIR="$RESULTS_DIR/training" SMOKE="${GPU_RESULTS_SMOKE:-0}" PYTHON="$PYTHON" scripts/train_gpu.sh
+fi
 
 # ======================================================================================
 # dense prediction results: chapter 12, FasterViT + UperNet on pasted Fashion-MNIST scenes
 # ======================================================================================
-log "dense prediction (scripts/train_dense_gpu.sh)"
-RESULTS_DIR="$RESULTS_DIR/dense" DENSE_SMOKE="${GPU_RESULTS_SMOKE:-0}" PYTHON="$PYTHON" scripts/train_dense_gpu.sh
+if want dense; then
+    log "dense prediction (scripts/train_dense_gpu.sh)"
+    RESULTS_DIR="$RESULTS_DIR/dense" DENSE_SMOKE="${GPU_RESULTS_SMOKE:-0}" PYTHON="$PYTHON" scripts/train_dense_gpu.sh
+fi
+
+log "done in $(( SECONDS - START )) s: $RESULTS_DIR"

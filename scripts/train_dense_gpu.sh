@@ -14,7 +14,7 @@
 #
 # What it trains (each step prints its JSON record's last line to the log):
 #   1. fv0_upernet_256.json    FasterViT-0 (widths 64-512, depths 2-3-6-5) + UperNet (128 channels),
-#                              256x256 canvases with 3-8 items, 12k steps of 32, bf16, from scratch
+#                              256x256 canvases with 3-8 items, 6k steps of 32, bf16, from scratch
 #   2. tiny_upernet_64.json    the chapter's CPU model and task, 10x longer (4000 steps), to show
 #                              how far the CPU run is from what the tiny model can reach
 set -euo pipefail
@@ -35,7 +35,7 @@ else
     CKPT_DIR=${CKPT_DIR:-runs/dense}
     "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: run on a GPU machine, or set DENSE_SMOKE=1 for the CPU smoke test')"
     COMMON=(--device cuda --amp bf16 --workers "$WORKERS" --val-samples 1000 --log-every 100)
-    FV0=(--model faster_vit_0_224 --size 256 --items 3 8 --scale 0.15 0.4 --channels 128 --steps 12000
+    FV0=(--model faster_vit_0_224 --size 256 --items 3 8 --scale 0.15 0.4 --channels 128 --steps 6000
          --batch-size 32 --lr 5e-3 --warmup-steps 500 --drop-path 0.1 --train-samples 400000 --eval-every 1000)
     TINY=(--model tiny --size 64 --steps 4000 --warmup-steps 200 --train-samples 40000 --eval-every 500)
 fi
