@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from fastervit.checkpoint import atomic_path
+from fastervit.layers.attention import attention_modules
 from fastervit.model import FasterViT
 
 FORMATS = ("export", "onnx")
@@ -58,7 +59,7 @@ def explicit_attention(model: nn.Module) -> Iterator[nn.Module]:
     decomposed output's strides do not allow the view); the explicit product exports as
     plain MatMul and Softmax nodes.
     """
-    attentions = [m for m in model.modules() if hasattr(m, "fused")]
+    attentions = attention_modules(model)
     saved = [m.fused for m in attentions]
     try:
         for m in attentions:

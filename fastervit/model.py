@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from fastervit.layers import HAT, ConvBlock, Downsample, LayerNorm2d, Stem, TokenInitializer
+from fastervit.layers.attention import attention_modules
 from fastervit.layers.windows import pad_to_windows, window_partition, window_reverse
 
 Grid = tuple[int, int]
@@ -274,9 +275,8 @@ class FasterViT(nn.Module):
 
     def set_fused_attn(self, enabled: bool) -> None:
         """Switch every attention between the fused kernel and the explicit product."""
-        for module in self.modules():
-            if hasattr(module, "fused"):
-                module.fused = enabled
+        for attention in attention_modules(self):
+            attention.fused = enabled
 
     @torch.jit.ignore
     def no_weight_decay_keywords(self) -> set[str]:

@@ -224,3 +224,8 @@ class WindowAttention(nn.Module):
             x = self.attn_drop(attn.softmax(dim=-1)) @ v
         x = x.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
+
+
+def attention_modules(model: nn.Module) -> list[WindowAttention]:
+    """Every :class:`WindowAttention` inside ``model``, e.g. to switch their ``fused`` flag."""
+    return [m for m in model.modules() if isinstance(m, WindowAttention)]

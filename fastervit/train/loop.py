@@ -47,6 +47,7 @@ from fastervit.train.losses import label_smoothing_cross_entropy, soft_target_cr
 from fastervit.train.optim import Lamb, param_groups_weight_decay
 from fastervit.train.runlog import RunLog
 from fastervit.train.schedule import WarmupCosineLR
+from fastervit.variants import create_model
 
 ModelFactory = Callable[..., nn.Module]
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -64,13 +65,6 @@ class Progress:
     best_top1: float | None = None
     epoch_loss_sum: float = 0.0
     epoch_loss_steps: int = 0
-
-
-def create_model(name: str, **kwargs: object) -> nn.Module:
-    """``fastervit.create_model``, imported when first needed."""
-    import fastervit
-
-    return fastervit.create_model(name, **kwargs)
 
 
 def model_kwargs_for(config: TrainConfig, info: DatasetInfo, img_size: int) -> dict:
