@@ -51,6 +51,8 @@ book: setup mathjax
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: setup mathjax
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	env $(NOTEBOOK_ENV) $(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --ignore-glob='*/.ipynb_checkpoints/*' -p no:cacheprovider -n 2 --dist loadfile
 
 notebooks: setup

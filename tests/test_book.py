@@ -33,9 +33,13 @@ def html(tmp_path_factory) -> Path:
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     result = subprocess.run(
         [str(jupyter_book), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
-        check=False, capture_output=True, text=True,
+        check=False,
+        capture_output=True,
+        text=True,
     )
-    assert result.returncode == 0, f"the book did not build:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"the book did not build:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
     return out / "_build" / "html"
 
 

@@ -94,8 +94,9 @@ def test_notebook_is_valid(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_code_cell_was_executed(path):
     # nbval never compares a cell stored without an execution count.
-    missing = [i for i, cell in enumerate(code_cells(path)) if cell.source.strip()
-               and cell.execution_count is None]
+    missing = [
+        i for i, cell in enumerate(code_cells(path)) if cell.source.strip() and cell.execution_count is None
+    ]
     assert not missing, (
         f"{path.name}: code cells {missing} (0-based, code cells only) have no execution "
         "count; run `make notebooks NB=notebooks/" + path.name + "` and commit the result"
@@ -164,10 +165,16 @@ def test_notebook_env_matches_makefile():
 def repo_text_files() -> list[Path]:
     """Tracked and new (not ignored) files, as git sees them."""
     try:
-        listed = subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-            cwd=ROOT, capture_output=True, check=True,
-        ).stdout.decode().split("\0")
+        listed = (
+            subprocess.run(
+                ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                cwd=ROOT,
+                capture_output=True,
+                check=True,
+            )
+            .stdout.decode()
+            .split("\0")
+        )
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     paths = [ROOT / name for name in listed if name]

@@ -278,7 +278,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run from the command line; progress goes to stderr, the JSON record to stdout last."""
     import sys
 
-
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

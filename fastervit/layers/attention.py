@@ -82,7 +82,7 @@ class GridBuffers(nn.Module):
     keys must still be present for a strict load, but the module keeps its own values.
     """
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name, buffer in self.named_buffers(recurse=False):
             if prefix + name in state_dict:
                 state_dict[prefix + name] = buffer
