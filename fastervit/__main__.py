@@ -1,7 +1,7 @@
-"""``python -m fastervit``: see :mod:`fastervit.cli`."""
+"""``python -m fastervit``: see :mod:`fastervit.commands.cli`."""
 
 import sys
 
-from fastervit.cli import main
+from fastervit.commands.cli import main
 
 sys.exit(main())

@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-TRAIN=("$PYTHON" -m fastervit.dense.train)
+TRAIN=("$PYTHON" -m fastervit segment)
 WORKERS=${WORKERS:-8}
 
 if [ "${DENSE_SMOKE:-0}" = "1" ]; then

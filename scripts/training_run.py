@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 import fastervit
+from fastervit.commands import train as train_command
 from fastervit.data.datasets import build_dataset, build_source
-from fastervit.train import train_command
 from fastervit.train.checkpointing import load_training_checkpoint
 from fastervit.train.ema import ModelEma
 from fastervit.train.loop import AMP_DTYPES, train
@@ -169,7 +169,7 @@ def plan(args: argparse.Namespace) -> None:
 def train_peer(argv: list[str]) -> None:
     """Parse ``argv`` as `fastervit train` does and train a peer model with it."""
     parser = argparse.ArgumentParser(prog="training_run.py train-peer")
-    train_command.add_parser(parser.add_subparsers(dest="command"))
+    train_command.add_arguments(parser.add_subparsers(dest="command").add_parser("train"))
     config = train_command.config_from_args(parser.parse_args(["train", *argv]))
     if config.model not in PEERS:
         sys.exit(f"--model must be a peer ({', '.join(PEERS)}), got {config.model!r}")

@@ -12,7 +12,7 @@ from fastervit import FasterViT
 from fastervit.analysis import analytic_report, build_for_counting, count_flops, count_params
 from fastervit.analysis.benchmark import PEERS, ablation_settings, build_model, summarise
 from fastervit.analysis.flops import flop_analysis
-from fastervit.cli import main
+from fastervit.commands.cli import main
 
 SPEC = json.loads((Path(__file__).parent / "spec" / "complexity.json").read_text())["variants"]
 
@@ -174,7 +174,7 @@ def test_bench_cli_on_cpu(capsys):
         "2",
     ]
     assert main(args) == 0
-    record = _last_json(capsys)
+    (record,) = _last_json(capsys)["results"]
     assert record["model"] == "faster_vit_0_224" and record["batch_size"] == 1 and record["mode"] == "latency"
     assert record["images_per_s"] > 0 and record["ms_per_batch_iqr"] >= 0
     assert record["device"] == "cpu" and record["torch_version"] == torch.__version__

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastervit
-from fastervit.cli import main
+from fastervit.commands.cli import main
 from fastervit.train.checkpointing import load_training_checkpoint
 
 # A FasterViT with every kind of stage, small and with small windows so CPU steps are quick.

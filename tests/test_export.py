@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastervit import FasterViT, save_checkpoint
-from fastervit.cli import main
+from fastervit.commands.cli import main
 from fastervit.dense import SegmentationModel
 from fastervit.export import (
     BackboneFeatures,
@@ -148,7 +148,8 @@ def test_cli_reports_errors_as_json(tmp_path, capsys):
         capsys, ["export", *_tiny_flags(), "--format", "export", "--output", str(tmp_path / "x.onnx")]
     )
     assert code == 1 and record["status"] == "error" and ".pt2" in record["error"]
-    code, record = _cli(
-        capsys, ["export", *_tiny_flags()[:-1], "48", "--format", "export", "--output", "x.pt2"]
-    )
-    assert code == 1 and "divisible by 32" in record["error"]
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, found before any work
+        main(["export", *_tiny_flags()[:-1], "48", "--format", "export", "--output", "x.pt2"])
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert exit_info.value.code == 2 and record["status"] == "usage_error"
+    assert "multiples of 32" in record["error"] and "64 64" in record["error"]

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fastervit.commands.eval import evaluate_checkpoint
 from fastervit.train.checkpointing import load_training_checkpoint
 from fastervit.train.config import TrainConfig
-from fastervit.train.eval_command import evaluate_checkpoint
 from fastervit.train.loop import NonFiniteLossError, train
 
 

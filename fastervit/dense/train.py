@@ -11,22 +11,18 @@ Two sizes, one code path:
 * full (``scripts/train_dense_gpu.sh``): FasterViT-0's widths on larger canvases for
   thousands of steps on a GPU, canvases generated on the fly by data-loader workers.
 
-``python -m fastervit.dense.train --help`` lists the settings; it prints a JSON record last
-and can write it to a file (``--output``) and the weights to a checkpoint (``--checkpoint``).
+``python -m fastervit segment --help`` lists the settings.
 """
 
-import argparse
-import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from fastervit.checkpoint import atomic_path, atomic_save
 from fastervit.dense.metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from fastervit.dense.scenes import PastedScenes, SceneConfig
 from fastervit.dense.upernet import SegmentationModel
@@ -211,114 +207,3 @@ def train_segmentation(
         "config": asdict(config),
     }
     return model, record
-
-
-def _pair(values: Sequence[float]) -> tuple:
-    if len(values) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"expected one or two values, got {values}")
-    return (values[0], values[-1])
-
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = DenseTrainConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m fastervit.dense.train",
-        description="Train FasterViT + UperNet on pasted Fashion-MNIST scenes; print a JSON record last.",
-    )
-    p.add_argument(
-        "--model", default=defaults.model, help="'tiny' or a registered variant, e.g. faster_vit_0_224"
-    )
-    p.add_argument(
-        "--size",
-        type=int,
-        nargs="+",
-        default=list(defaults.size),
-        metavar="H [W]",
-        help="canvas size, sides divisible by 32",
-    )
-    p.add_argument("--items", type=int, nargs=2, default=list(defaults.items), metavar=("MIN", "MAX"))
-    p.add_argument(
-        "--scale",
-        type=float,
-        nargs=2,
-        default=list(defaults.scale),
-        metavar=("MIN", "MAX"),
-        help="item side as a fraction of the canvas' shorter side",
-    )
-    p.add_argument("--channels", type=int, default=defaults.channels, help="width of the UperNet head")
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--min-lr", type=float, default=defaults.min_lr)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    p.add_argument("--drop-path", type=float, default=defaults.drop_path)
-    p.add_argument("--train-samples", type=int, default=defaults.train_samples)
-    p.add_argument("--val-samples", type=int, default=defaults.val_samples)
-    p.add_argument(
-        "--eval-every", type=int, default=defaults.eval_every, help="validate every N steps (0: at the end)"
-    )
-    p.add_argument("--log-every", type=int, default=defaults.log_every)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--device", default=None, help="default: cuda when available")
-    p.add_argument("--amp", choices=("bf16",), help="bfloat16 autocast")
-    p.add_argument(
-        "--workers", type=int, default=defaults.workers, help="data-loader workers (0: all in memory)"
-    )
-    p.add_argument("--source", choices=("auto", "fashion_mnist", "digits"), default=defaults.source)
-    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--output", help="also write the JSON record here (atomically)")
-    p.add_argument(
-        "--checkpoint", help="save {'state_dict', 'config'} of the trained model here (atomically)"
-    )
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run from the command line; progress goes to stderr, the JSON record to stdout last."""
-    import sys
-
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = DenseTrainConfig(
-        model=args.model,
-        size=_pair(args.size),
-        items=tuple(args.items),
-        scale=tuple(args.scale),
-        channels=args.channels,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        min_lr=args.min_lr,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps,
-        drop_path=args.drop_path,
-        train_samples=args.train_samples,
-        val_samples=args.val_samples,
-        eval_every=args.eval_every,
-        log_every=args.log_every,
-        seed=args.seed,
-        amp=args.amp,
-        workers=args.workers,
-        source=args.source,
-        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-    )
-    model, record = train_segmentation(
-        config, progress=lambda entry: print(json.dumps(entry), file=sys.stderr)
-    )
-    record = {"command": "dense-train", "status": "ok", **record}
-    if config.device.startswith("cuda"):
-        record["device_name"] = torch.cuda.get_device_name()
-    record["torch_version"] = torch.__version__
-    if args.checkpoint:
-        atomic_save({"state_dict": model.state_dict(), "config": record["config"]}, args.checkpoint)
-    if args.output:
-        with atomic_path(args.output) as tmp:
-            tmp.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in record.items() if k != "confusion"}))
-    return record
-
-
-if __name__ == "__main__":
-    main()

@@ -435,8 +435,6 @@ class _Run:
             if self.log is not None:
                 self.log.close()
         return {
-            "command": "train",
-            "status": "ok",
             "model": config.model,
             "dataset": config.dataset,
             "steps": progress.step,

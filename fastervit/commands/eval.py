@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from fastervit.commands.common import non_negative_int, positive_int
 from fastervit.data.datasets import build_dataset
 from fastervit.data.sampler import ResumableSampler
 from fastervit.train.checkpointing import load_training_checkpoint
@@ -67,8 +68,6 @@ def evaluate_checkpoint(
     finally:
         dist.close()
     return {
-        "command": "eval",
-        "status": "ok",
         "checkpoint": str(checkpoint_path),
         "model": checkpoint["model_name"],
         "dataset": dataset,
@@ -78,11 +77,7 @@ def evaluate_checkpoint(
     }
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``eval`` command."""
-    p = subparsers.add_parser(
-        "eval", help="evaluate a training checkpoint", description=__doc__.split("\n\n")[0].replace("``", "")
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint", required=True, type=Path, help="a last.pt or best.pt written by 'fastervit train'"
     )
@@ -92,12 +87,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="dataset directory (default: the run's, for the dataset it was trained on)",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
-    p.add_argument("--workers", type=int, default=4, help="data-loading processes (default: 4)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per batch (default: 256)")
+    p.add_argument("--workers", type=non_negative_int, default=4, help="data-loading processes (default: 4)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (default: off)")
     p.add_argument("--no-ema", dest="use_ema", action="store_false", help="use the live weights, not the EMA")
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> dict | None:

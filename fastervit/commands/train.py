@@ -7,41 +7,23 @@ Examples::
     torchrun --nproc_per_node=4 -m fastervit train --model faster_vit_0_224 \\
         --dataset imagefolder --data-dir /data/imagenet --lr-base 6.25e-4 --amp bf16 ...
     python -m fastervit train ... --resume runs/fmnist/last.pt
+
+Global batch = --batch-size x processes x --grad-accum-steps; with --lr-base,
+lr = lr_base x global batch / 512, otherwise --lr is used as given.
 """
 
 import argparse
-import json
 import os
 from dataclasses import MISSING, fields
 
+from fastervit.commands.common import json_object
 from fastervit.train.config import TrainConfig
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
 
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(
-            f'expected a JSON object such as \'{{"dim": 16, "depths": [1, 1, 1, 1]}}\', got {text!r} ({error})'
-        ) from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(
-            f"expected a JSON object ({{...}}), got {type(value).__name__}: {text!r}"
-        )
-    return value
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``train`` command. Flags left out take :class:`TrainConfig`'s defaults."""
-    p = subparsers.add_parser(
-        "train",
-        help="train or resume a model",
-        description=__doc__.split("\n\n")[0].replace("``", "")
-        + " Global batch = --batch-size x processes x --grad-accum-steps; with --lr-base, "
-        "lr = lr_base x global batch / 512, otherwise --lr is used as given.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags left out take :class:`TrainConfig`'s defaults."""
 
     def add(group: argparse._ArgumentGroup, *flags: str, **kwargs: object) -> None:
         """Add a flag whose absence is None, its help naming TrainConfig's default."""
@@ -56,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--dataset", required=True, help="fashion_mnist, digits or imagefolder")
     g.add_argument("--output", required=True, help="run directory: checkpoints, CSV logs, TensorBoard events")
     add(g, "--data-dir", help="dataset directory (default: the dataset's usual place, see $FASTERVIT_DATA)")
-    add(g, "--model-kwargs", type=_json_object, help="JSON object of model constructor overrides")
+    add(g, "--model-kwargs", type=json_object, help="JSON object of model constructor overrides")
     add(g, "--resume", help="continue from this checkpoint (a run's last.pt), with the same settings")
 
     g = p.add_argument_group("schedule and optimizer")
@@ -115,7 +97,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="no progress bars (also off when stderr is not a terminal)",
     )
-    p.set_defaults(handler=run)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""``fastervit export``: write a model as a ``torch.export`` program or an ONNX file, and check it.
+"""``fastervit export``: write a model as a torch.export program or an ONNX file, and check it.
 
 Examples::
 
@@ -13,12 +13,12 @@ largest absolute difference from the eager model on random batches of 1 and 3 im
 """
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fastervit.commands.common import add_resolution, json_object, non_negative_int, output_path
 from fastervit.export import FORMATS, BackboneFeatures, export_model
 from fastervit.variants import create_model
 
@@ -40,14 +40,12 @@ def _read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return checkpoint, dict(kwargs) if isinstance(kwargs, dict) else {}
 
 
-def run_export(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build (and load) the model, export it, compare the file with the eager model."""
     checkpoint, overrides = _read_checkpoint(args.checkpoint) if args.checkpoint else (None, {})
-    overrides.update(json.loads(args.model_kwargs) if args.model_kwargs else {})
+    overrides.update(args.model_kwargs or {})
     if args.resolution:
-        if len(args.resolution) not in (1, 2):
-            raise ValueError(f"--resolution takes H [W], got {args.resolution}")
-        overrides["resolution"] = (args.resolution[0], args.resolution[-1])
+        overrides["resolution"] = args.resolution
     if args.num_classes is not None:
         overrides["num_classes"] = args.num_classes
     model = create_model(args.model, pretrained=checkpoint, **overrides).eval()
@@ -57,8 +55,6 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
     exported = BackboneFeatures(model) if args.backbone else model
     record = export_model(exported, args.format, args.output, (model.in_chans, height, width))
     return {
-        "command": "export",
-        "status": "ok",
         "model": args.model,
         "backbone": args.backbone,
         "checkpoint": args.checkpoint,
@@ -66,14 +62,7 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``export`` command."""
-    p = subparsers.add_parser(
-        "export",
-        help="export a model with torch.export or to ONNX, with a dynamic batch",
-        description="Export a classifier (or, with --backbone, its four stage maps) and compare the "
-        "exported file with eager PyTorch on batches of 1 and 3.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a registered model name, e.g. faster_vit_0_224")
     p.add_argument(
         "--format",
@@ -81,14 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=FORMATS,
         help="'export': a torch.export program (.pt2); 'onnx': an ONNX file",
     )
-    p.add_argument("--output", required=True, help="the file to write (written atomically)")
-    p.add_argument(
-        "--resolution",
-        type=int,
-        nargs="+",
-        metavar="H [W]",
-        help="input size the file is fixed to, sides divisible by 32 (default: the model's)",
-    )
+    p.add_argument("--output", required=True, type=output_path, help="the file to write (written atomically)")
+    add_resolution(p, "input size the file is fixed to, sides multiples of 32 (default: the model's)")
     p.add_argument("--checkpoint", help="weights to load (release format or a `fastervit train` checkpoint)")
     p.add_argument(
         "--backbone",
@@ -96,7 +79,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="export forward_intermediates: a tuple of the 4 stage maps (strides 4 to 32)",
     )
     p.add_argument(
-        "--num-classes", type=int, help="classifier size (default: the model's or the checkpoint's)"
+        "--num-classes",
+        type=non_negative_int,
+        help="classifier size (default: the model's or the checkpoint's)",
     )
-    p.add_argument("--model-kwargs", help="JSON of constructor overrides, e.g. '{\"depths\": [1, 1, 2, 1]}'")
-    p.set_defaults(handler=run_export)
+    p.add_argument(
+        "--model-kwargs",
+        type=json_object,
+        help="JSON of constructor overrides, e.g. '{\"depths\": [1, 1, 2, 1]}'",
+    )
