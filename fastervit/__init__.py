@@ -4,7 +4,14 @@
 >>> model = fastervit.create_model("faster_vit_0_224")
 """
 
-from fastervit.checkpoint import CheckpointMismatchError, LoadReport, load_checkpoint, save_checkpoint
+from fastervit.checkpoint import (
+    CheckpointMismatchError,
+    LoadReport,
+    UnreadableCheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from fastervit.model import FasterViT
 from fastervit.variants import VARIANTS, create_model, list_models, model_kwargs
 
@@ -15,9 +22,11 @@ __all__ = [
     "CheckpointMismatchError",
     "FasterViT",
     "LoadReport",
+    "UnreadableCheckpointError",
     "create_model",
     "list_models",
     "load_checkpoint",
     "model_kwargs",
+    "read_checkpoint",
     "save_checkpoint",
 ]

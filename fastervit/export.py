@@ -47,7 +47,7 @@ class BackboneFeatures(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model.forward_intermediates(x))
+        return tuple(self.model.forward_intermediates(x, intermediates_only=True))
 
 
 @contextlib.contextmanager

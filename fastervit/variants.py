@@ -6,12 +6,21 @@ and are built for a larger, non-square default resolution; any model runs at any
 size with sides divisible by 32, so they differ from their twin only in that default.
 """
 
+import difflib
 import fnmatch
-from dataclasses import dataclass, field
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastervit.checkpoint import LoadReport, load_checkpoint
+from fastervit.checkpoint import (
+    CheckpointMismatchError,
+    LoadReport,
+    is_training_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+)
 from fastervit.model import FasterViT
 
 RELEASE_URL = "https://huggingface.co/ahatamiz/FasterViT/resolve/main/"
@@ -40,7 +49,6 @@ class PretrainedCfg:
 class Variant:
     kwargs: dict[str, Any]
     pretrained_cfg: PretrainedCfg
-    notes: str = field(default="")
 
 
 _HEADS_SMALL = (2, 4, 8, 16)
@@ -128,31 +136,96 @@ def list_models(pattern: str = "*") -> list[str]:
 def model_kwargs(name: str) -> dict[str, Any]:
     """The constructor keyword arguments of a registered variant (a fresh copy)."""
     if name not in VARIANTS:
-        close = list_models(f"*{name}*") or list_models()
-        raise KeyError(f"unknown model {name!r}; registered models include: {', '.join(close)}")
+        containing = list_models(f"*{name}*")
+        close = difflib.get_close_matches(
+            name, containing or list(VARIANTS), n=5, cutoff=0 if containing else 0.6
+        )
+        suggestion = f"did you mean {', '.join(close)}? " if close else ""
+        raise KeyError(
+            f"unknown model {name!r}; {suggestion}fastervit.list_models() lists all {len(VARIANTS)}"
+        )
     return dict(VARIANTS[name].kwargs)
 
 
+# Constructor arguments that change neither the weights nor the function in eval mode: a
+# checkpoint loads whatever they are.
+_FREE_ARGUMENTS = {"resolution", "drop_path_rate", "drop_rate", "attn_drop_rate", "fused_attn"}
+_DEFAULTS = {
+    key: p.default for key, p in inspect.signature(FasterViT).parameters.items() if p.default is not p.empty
+}
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def _check_training_arguments(
+    name: str, kwargs: dict[str, Any], checkpoint: Mapping, skip_head: bool
+) -> None:
+    """Refuse a `fastervit train` checkpoint whose model was built with other arguments.
+
+    Arguments such as ``window_size`` or ``do_propagation`` change the function without
+    changing a weight's shape, so a strict load alone would not notice them.
+    """
+    trained_name = checkpoint.get("model_name", name)
+    trained = {**VARIANTS[trained_name].kwargs} if trained_name in VARIANTS else {}
+    trained.update(checkpoint["model_kwargs"])
+    free = _FREE_ARGUMENTS | ({"num_classes"} if skip_head else set())
+    differing = [
+        (
+            key,
+            _comparable(trained.get(key, _DEFAULTS.get(key))),
+            _comparable(kwargs.get(key, _DEFAULTS.get(key))),
+        )
+        for key in sorted((set(trained) | set(kwargs)) - free)
+    ]
+    differing = [entry for entry in differing if entry[1] != entry[2]]
+    if trained_name not in VARIANTS:
+        differing.insert(0, ("model", trained_name, name))
+    if differing:
+        raise CheckpointMismatchError(
+            [],
+            [],
+            [],
+            differing,
+            hint=(
+                f"this is a `fastervit train` checkpoint of {trained_name!r}: build the model it "
+                f"holds, create_model({trained_name!r}, pretrained=path, **checkpoint['model_kwargs']) "
+                "with checkpoint = fastervit.read_checkpoint(path) (its model_kwargs: "
+                f"{dict(checkpoint['model_kwargs'])})"
+            ),
+        )
+
+
 def create_model(
-    name: str, pretrained: str | Path | None = None, *, skip_head: bool = False, **overrides: Any
+    name: str, pretrained: str | Path | Mapping | None = None, *, skip_head: bool = False, **overrides: Any
 ) -> FasterViT:
     """Build a registered variant, optionally loading weights from a local checkpoint.
 
     Args:
         name: a name from :func:`list_models`, e.g. ``"faster_vit_0_224"``.
-        pretrained: a checkpoint file in the official release format (a dict with
-            ``"state_dict"``) or a bare state dict, loaded with ``weights_only=True`` and
-            ``strict=True``; a mismatch raises :class:`~fastervit.checkpoint.CheckpointMismatchError`
-            listing what differs.
+        pretrained: a checkpoint file, or the dict it holds: the official release format (a
+            dict with ``"state_dict"``), a bare state dict, a timm training checkpoint, or a
+            ``fastervit train`` checkpoint (its EMA weights when the run kept them). Files
+            are read with :func:`~fastervit.checkpoint.read_checkpoint` and loaded with
+            ``strict=True``; a mismatch raises
+            :class:`~fastervit.checkpoint.CheckpointMismatchError` listing what differs. A
+            ``fastervit train`` checkpoint must be loaded into the model it was trained as:
+            ``create_model(name, pretrained=path, **checkpoint["model_kwargs"])``.
         skip_head: load everything but the classifier (for a different ``num_classes``).
         **overrides: constructor arguments that replace the variant's, e.g.
             ``num_classes=10`` or ``resolution=(320, 256)``.
 
-    The load report is kept as ``model.load_report``.
+    The load report (which entry was loaded, which buffers were recomputed) is kept as
+    ``model.load_report``.
     """
-    model = FasterViT(**{**model_kwargs(name), **overrides})
+    kwargs = {**model_kwargs(name), **overrides}
+    checkpoint = read_checkpoint(pretrained) if isinstance(pretrained, (str, Path)) else pretrained
+    if isinstance(checkpoint, Mapping) and is_training_checkpoint(checkpoint):
+        _check_training_arguments(name, kwargs, checkpoint, skip_head)
+    model = FasterViT(**kwargs)
     model.pretrained_cfg = VARIANTS[name].pretrained_cfg
     model.load_report: LoadReport | None = None
-    if pretrained is not None:
-        model.load_report = load_checkpoint(model, pretrained, skip_head=skip_head)
+    if checkpoint is not None:
+        model.load_report = load_checkpoint(model, checkpoint, skip_head=skip_head)
     return model

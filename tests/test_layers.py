@@ -20,8 +20,8 @@ from fastervit.layers import (
     window_partition,
     window_reverse,
 )
-from fastervit.layers.attention import grid_coordinates, relative_coords_table, relative_position_index
 from fastervit.layers.carrier_tokens import raster_to_windows, windows_to_raster
+from fastervit.layers.position import grid_coordinates, relative_coords_table, relative_position_index
 
 
 def test_stem_shapes_and_eps():
@@ -162,3 +162,27 @@ def test_hat_block_without_carrier_tokens():
     y, ct = block(torch.randn(4, 49, 16), None, (2, 2))
     assert y.shape == (4, 49, 16) and ct is None
     assert not hasattr(block, "hat_attn")
+
+
+def test_windows_of_an_empty_batch():
+    x = torch.randn(0, 3, 14, 21)
+    windows = window_partition(x, 7)
+    assert windows.shape == (0, 49, 3)
+    assert window_reverse(windows, 7, 14, 21).shape == (0, 3, 14, 21)
+    ct = torch.randn(0, 2 * 3 * 4, 5)
+    assert raster_to_windows(ct, (2, 3), 2).shape == windows_to_raster(ct, (2, 3), 2).shape == (0, 24, 5)
+
+
+def test_hat_block_with_carrier_modules_runs_without_carrier_tokens():
+    """Built for one window, the block keeps its carrier-token weights (so checkpoints load) but
+    computes exactly what a plain window block computes when given no carrier tokens."""
+    with_modules = HAT(16, 2, 7, windows=(1, 1), layer_scale=0.5, propagate=True).eval()
+    plain = HAT(16, 2, 7, layer_scale=0.5).eval()
+    assert hasattr(with_modules, "hat_attn")
+    plain.load_state_dict(with_modules.state_dict(), strict=False)
+    x = torch.randn(3, 49, 16)
+    y, ct = with_modules(x, None, (1, 1))
+    assert ct is None
+    torch.testing.assert_close(y, plain(x, None, (1, 1))[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="without carrier tokens"):
+        plain(x, torch.randn(3, 4, 16), (1, 1))

@@ -1,12 +1,11 @@
-"""The whole model: shapes, gradients, modes, resolutions, checkpoints, compile and export."""
-
-import fractions
+"""The whole model: shapes, gradients, modes, resolutions, inputs, features, compile and export."""
 
 import pytest
 import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 import fastervit
-from fastervit import CheckpointMismatchError, FasterViT, load_checkpoint, save_checkpoint
+from fastervit import FasterViT, load_checkpoint
 
 
 @pytest.fixture
@@ -17,7 +16,7 @@ def model(tiny_kwargs) -> FasterViT:
 @pytest.mark.parametrize("size", [(224, 224), (256, 256), (384, 384), (320, 256), (96, 160)])
 def test_any_resolution(model, size):
     x = torch.randn(2, 3, *size)
-    features = model.forward_intermediates(x)
+    features = model.forward_intermediates(x, intermediates_only=True)
     H, W = size
     assert [tuple(f.shape) for f in features] == [
         (2, 16 * 2**i, H // 2 ** (i + 2), W // 2 ** (i + 2)) for i in range(4)
@@ -97,95 +96,191 @@ def test_channels_last_gives_the_same_output(tiny_kwargs, model):
 
 
 @pytest.mark.parametrize(
-    ("shape", "message"),
+    ("shape", "dtype", "message"),
     [
-        ((3, 224, 224), r"\(B, C, H, W\)"),
-        ((1, 1, 224, 224), "3-channel images, got 1 channels"),
-        ((1, 3, 224, 200), "multiples of 32.*224x200.*224x224"),
+        ((3, 224, 224), torch.float32, r"\(B, C, H, W\)"),
+        ((1, 1, 224, 224), torch.float32, "3-channel images, got 1 channels"),
+        ((1, 3, 224, 200), torch.float32, "multiples of 32.*224x200.*224x224"),
+        ((1, 3, 16, 16), torch.float32, "at least 32 pixels.*16x16.*32x32"),
+        ((1, 3, 0, 0), torch.float32, "at least 32 pixels.*0x0.*32x32"),
+        ((1, 3, 224, 0), torch.float32, "at least 32 pixels.*224x0.*224x32"),
+        ((1, 3, 224, 224), torch.uint8, r"floating-point images, got torch.uint8.*x.float\(\) / 255"),
+        ((1, 3, 224, 224), torch.int64, "floating-point images, got torch.int64"),
+        (
+            (1, 3, 224, 224),
+            torch.float16,
+            r"torch.float16 but the model's weights are torch.float32.*autocast",
+        ),
     ],
 )
-def test_bad_inputs_name_the_constraint(model, shape, message):
+def test_bad_inputs_name_the_constraint(model, shape, dtype, message):
+    for method in (model, model.forward_features, model.forward_intermediates):
+        with pytest.raises(ValueError, match=message):
+            method(torch.zeros(*shape, dtype=dtype))
+
+
+def test_lower_precision_input_under_autocast(model):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(1, 3, 224, 224, dtype=torch.bfloat16)).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"resolution": 16}, "at least 32"),
+        ({"resolution": (224, 0)}, "at least 32"),
+        ({"num_classes": -1}, "or 0"),
+    ],
+)
+def test_bad_constructor_arguments(tiny_kwargs, overrides, message):
     with pytest.raises(ValueError, match=message):
-        model(torch.randn(*shape))
+        FasterViT(**tiny_kwargs(**overrides))
 
 
-def test_checkpoint_roundtrip_release_format(tiny_kwargs, model, tmp_path):
-    path = tmp_path / "ckpt.pth.tar"
-    save_checkpoint(model, path, epoch=3)
-    assert set(torch.load(path, weights_only=True)) == {"state_dict", "epoch"}
-    other = FasterViT(**tiny_kwargs()).eval()
-    report = load_checkpoint(other, path)
-    assert report.recomputed == [] and report.skipped == []
-    x = torch.randn(1, 3, 224, 224)
-    torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("size", [224, 64])
+def test_empty_batch_gives_empty_outputs(model, mode, size):
+    model.train(mode == "train")
+    norm_mean = model.norm.running_mean.clone()
+    x = torch.randn(0, 3, size, size, requires_grad=True)
+    logits = model(x)
+    assert logits.shape == (0, 10)
+    assert model.forward_features(x).shape == (0, 128, size // 32, size // 32)
+    final, features = model.forward_intermediates(x)
+    assert final.shape == (0, 128, size // 32, size // 32)
+    assert [tuple(f.shape) for f in features] == [
+        (0, 16 * 2**i, size // 2 ** (i + 2), size // 2 ** (i + 2)) for i in range(4)
+    ]
+    logits.sum().backward()
+    assert x.grad.shape == x.shape
+    assert torch.equal(model.norm.running_mean, norm_mean)  # an empty batch moves no statistic
 
 
-def test_bare_and_ddp_state_dicts_load(tiny_kwargs, model):
-    state = {f"module.{k}": v for k, v in model.state_dict().items()}
-    other = FasterViT(**tiny_kwargs())
-    load_checkpoint(other, state)
-    assert torch.equal(other.head.weight, model.head.weight)
+def _scaled_position_mlps(model: FasterViT) -> dict[str, torch.Tensor]:
+    """New tensors (version counters at 0, as if read from a file): the position MLPs x1.5."""
+    return {
+        key: value * 1.5 if "cpb_mlp" in key else value.clone() for key, value in model.state_dict().items()
+    }
 
 
-def test_checkpoint_from_another_resolution_recomputes_grid_buffers(tiny_kwargs, model, tmp_path):
-    path = tmp_path / "ckpt.pth"
-    save_checkpoint(model, path)
-    other = FasterViT(**tiny_kwargs(resolution=(320, 256)))
-    report = load_checkpoint(other, path)
-    assert report.recomputed and all(
-        key.endswith(("relative_coords_table", "relative_position_index", "relative_bias"))
-        for key in report.recomputed
-    )
-    assert "recomputed" in str(report)
-    assert torch.equal(other.head.weight, model.head.weight)
-    # and plain strict load_state_dict works across resolutions too
-    other.load_state_dict(model.state_dict(), strict=True)
-
-
-def test_mismatch_lists_keys_and_shapes(tiny_kwargs, model):
-    state = model.state_dict()
-    state.pop("norm.weight")
-    state["extra.weight"] = torch.zeros(1)
-    state["levels.0.blocks.0.conv1.weight"] = torch.zeros(1, 1, 3, 3)
-    with pytest.raises(CheckpointMismatchError) as err:
-        load_checkpoint(FasterViT(**tiny_kwargs()), state)
-    message = str(err.value)
-    assert "norm.weight" in message and "extra.weight" in message
-    assert "levels.0.blocks.0.conv1.weight: checkpoint [1, 1, 3, 3], model [16, 16, 3, 3]" in message
-
-
-def test_other_num_classes_suggests_skip_head(tiny_kwargs, model, tmp_path):
-    path = tmp_path / "ckpt.pth"
-    save_checkpoint(model, path)
-    with pytest.raises(CheckpointMismatchError, match="skip_head=True"):
-        load_checkpoint(FasterViT(**tiny_kwargs(num_classes=5)), path)
-    other = FasterViT(**tiny_kwargs(num_classes=5))
-    report = load_checkpoint(other, path, skip_head=True)
-    assert report.skipped == ["head.bias", "head.weight"]
-    assert torch.equal(other.norm.weight, model.norm.weight)
-
-
-def test_create_model_loads_pretrained(tmp_path):
-    source = fastervit.create_model("faster_vit_0_224", num_classes=3).eval()
-    path = tmp_path / "fastervit_0_224_1k.pth.tar"
-    save_checkpoint(source, path)
-    loaded = fastervit.create_model("faster_vit_0_any_res", pretrained=path, num_classes=3).eval()
-    assert loaded.load_report.recomputed  # built at 576x960, saved at 224
+@pytest.mark.parametrize("how", ["data", "data_copy_then_eval", "vector_to_parameters", "assign_on_meta"])
+def test_inference_cache_sees_every_way_of_writing_weights(how):
+    """FasterViT-0 (fewer blocks): weights written around the version counter are seen too."""
+    kwargs = {"depths": (1, 1, 2, 1)}
+    if how == "assign_on_meta":
+        source = fastervit.create_model("faster_vit_0_224", **kwargs)
+        with torch.device("meta"):
+            model = fastervit.create_model("faster_vit_0_224", **kwargs)
+        model.load_state_dict({key: value.clone() for key, value in source.state_dict().items()}, assign=True)
+    else:
+        model = fastervit.create_model("faster_vit_0_224", **kwargs)
+    model.eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), source(x))
+        before = model(x)  # computes the position biases and caches them
+    new = _scaled_position_mlps(model)
+    if how == "data":
+        for name, p in model.named_parameters():
+            p.data = new[name]
+    elif how == "data_copy_then_eval":
+        for name, p in model.named_parameters():
+            p.data.copy_(new[name])  # invisible to the version counter: switching mode clears
+        model.eval()
+    elif how == "vector_to_parameters":
+        vector_to_parameters(
+            parameters_to_vector([new[name] for name, _ in model.named_parameters()]), model.parameters()
+        )
+    else:
+        model.load_state_dict(new, assign=True)
+    with torch.no_grad():
+        after = model(x)
+    with torch.enable_grad():
+        reference = model(x).detach()  # autograd on: computed afresh, never cached
+    assert not torch.allclose(before, reference)
+    torch.testing.assert_close(after, reference)
 
 
-def test_checkpoint_with_arbitrary_objects_is_refused_clearly(model, tmp_path):
-    path = tmp_path / "ckpt.pth"
-    torch.save({"state_dict": model.state_dict(), "extra": fractions.Fraction(1, 3)}, path)
-    with pytest.raises(ValueError, match="weights_only=False"):
-        load_checkpoint(model, path)
+@pytest.mark.parametrize("size", [64, 96])
+def test_checkpoints_load_across_build_resolutions(tiny_kwargs, size):
+    """At 64 and 96 px stage 3 holds one window. Weights saved from a model built at 224 load
+    into one built at ``size`` and the other way; both compute the same function."""
+    for source_size, target_size in ((224, size), (size, 224)):
+        source = FasterViT(**tiny_kwargs(resolution=source_size)).eval()
+        target = FasterViT(**tiny_kwargs(resolution=target_size)).eval()
+        assert list(target.state_dict()) == list(source.state_dict())
+        load_checkpoint(target, source.state_dict())
+        for side in (size, 224):
+            x = torch.randn(1, 3, side, side)
+            with torch.no_grad():
+                torch.testing.assert_close(target(x), source(x))
 
 
-def test_missing_checkpoint_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        fastervit.create_model("faster_vit_0_224", pretrained=tmp_path / "nope.pth")
+@pytest.mark.parametrize("build", [64, 224])
+def test_input_size_decides_whether_carrier_tokens_are_used(tiny_kwargs, build):
+    model = FasterViT(**tiny_kwargs(resolution=build)).eval()
+    calls = []
+    model.levels[2].global_tokenizer.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))  # stage 3: 4x4, one window of 7
+        assert calls == []
+        model(torch.randn(1, 3, 224, 224))  # stage 3: 14x14, 2x2 windows
+        assert calls == [1]
+
+
+def test_unused_parameters_are_those_without_gradient(tiny_kwargs):
+    model = FasterViT(**tiny_kwargs(resolution=64)).train()
+    model(torch.randn(2, 3, 64, 64)).logsumexp(-1).sum().backward()
+    without_gradient = [name for name, p in model.named_parameters() if p.grad is None]
+    assert without_gradient and model.unused_parameters() == without_gradient
+    assert FasterViT(**tiny_kwargs()).unused_parameters() == []
+
+
+def test_forward_intermediates_follows_timm(model):
+    x = torch.randn(2, 3, 256, 224)
+    final, features = model.forward_intermediates(x)
+    assert [tuple(f.shape) for f in features] == [(2, 16 * 2**i, 64 // 2**i, 56 // 2**i) for i in range(4)]
+    torch.testing.assert_close(final, model.forward_features(x), rtol=0, atol=0)
+    torch.testing.assert_close(final, model.norm(features[-1]), rtol=0, atol=0)
+    only = model.forward_intermediates(x, intermediates_only=True)
+    assert isinstance(only, list) and all(torch.equal(a, b) for a, b in zip(only, features, strict=True))
+
+    _, last_two = model.forward_intermediates(x, indices=2)
+    assert [f.shape[1] for f in last_two] == [64, 128]
+    _, chosen = model.forward_intermediates(x, indices=[-1, 0])
+    assert [f.shape[1] for f in chosen] == [16, 128]  # in stage order
+    _, normed = model.forward_intermediates(x, indices=1, norm=True)
+    torch.testing.assert_close(normed[0], final, rtol=0, atol=0)
+
+
+def test_forward_intermediates_stops_early(model):
+    x = torch.randn(1, 3, 224, 224)
+    calls = []
+    model.levels[2].register_forward_hook(lambda *args: calls.append(1))
+    final, features = model.forward_intermediates(x, indices=[1], stop_early=True)
+    assert calls == [] and final.shape == (1, 32, 28, 28)
+    torch.testing.assert_close(final, features[0], rtol=0, atol=0)
+    assert model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)[1].shape == (1, 32, 28, 28)
+    assert calls == []
+
+
+@pytest.mark.parametrize("indices", [0, 5, [4], [-5], []])
+def test_forward_intermediates_refuses_bad_indices(model, indices):
+    with pytest.raises(ValueError, match="indices"):
+        model.forward_intermediates(torch.randn(1, 3, 224, 224), indices=indices)
+
+
+def test_reset_classifier(model):
+    x = torch.randn(2, 3, 224, 224)
+    model.reset_classifier(5)
+    assert model.num_classes == 5 and model(x).shape == (2, 5)
+    assert torch.equal(model.head.bias, torch.zeros(5)) and 0.005 < model.head.weight.std() < 0.05
+    model.reset_classifier(0)
+    assert model.num_classes == 0
+    pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+    torch.testing.assert_close(model(x), pooled, rtol=0, atol=0)
+    assert pooled.shape == (2, 128)
+    with pytest.raises(ValueError, match="num_classes=-1"):
+        model.reset_classifier(-1)
 
 
 def test_torch_compile_small_config(model):

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastervit.layers.attention import ContinuousPositionBias, relative_coords_table, relative_position_index
+from fastervit.layers.position import ContinuousPositionBias, relative_coords_table, relative_position_index
 from fastervit.model import FasterViT
 from fastervit.variants import create_model, model_kwargs
 
@@ -391,8 +391,8 @@ def analytic_terms(
 
     Args:
         model: a registered name or the constructor keyword arguments of a FasterViT.
-        resolution: input ``H, W``; default the model's ``resolution`` (which also decides,
-            as in the model, which stages have carrier tokens).
+        resolution: input ``H, W``; default the model's ``resolution``. As in the model, the
+            input's size decides which stages use carrier tokens.
         batch_size: images per forward (the position MLPs are counted once per forward).
 
     Follows fvcore's conventions (see the module docstring), so that the sum equals
@@ -426,8 +426,7 @@ def analytic_terms(
             terms += per_block * kw["depths"][i]
         else:
             window = kw["window_size"][i]
-            built_side = [int(2 ** (-2 - i) * s) for s in build]
-            carrier = hat[i] and math.ceil(built_side[0] / window) * math.ceil(built_side[1] / window) > 1
+            carrier = hat[i] and math.ceil(h / window) * math.ceil(w / window) > 1  # as the input decides
             terms += _hat_stage_terms(
                 stage,
                 C,

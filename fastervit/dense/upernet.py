@@ -90,8 +90,9 @@ class UperNetHead(nn.Module):
 class SegmentationModel(nn.Module):
     """A FasterViT backbone with an UperNet head: per-pixel class logits at the input size.
 
-    The backbone's ``forward_intermediates`` gives the four stage maps; its final norm and
-    classifier are not used (build it with ``num_classes=0`` to leave them out).
+    The backbone's ``forward_intermediates(x, intermediates_only=True)`` gives the four stage
+    maps; its final norm and classifier are not used (build it with ``num_classes=0`` to leave
+    the classifier out).
 
     Args:
         backbone: a :class:`~fastervit.model.FasterViT`.
@@ -115,7 +116,8 @@ class SegmentationModel(nn.Module):
         self.decode_head = UperNetHead(backbone.dims, channels, num_classes, pool_scales)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.decode_head(self.backbone.forward_intermediates(x))  # (B, K, H/4, W/4)
+        features = self.backbone.forward_intermediates(x, intermediates_only=True)  # 4 maps, strides 4-32
+        logits = self.decode_head(features)  # (B, K, H/4, W/4)
         return _resize(logits, x.shape[-2:])
 
     @torch.jit.ignore

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Grid = tuple[int, int]
+from fastervit.layers.windows import Grid
 
 
 def pooling_geometry(side: int, window_size: int, ct_size: int) -> tuple[int, int, int]:
@@ -37,10 +37,10 @@ def windows_to_raster(ct: torch.Tensor, windows: Grid, ct_size: int) -> torch.Te
 
     Shapes: ``(B, nh*nw*ct*ct, C) -> (B, nh*ct * nw*ct, C)``.
     """
-    B, _, C = ct.shape
+    B, T, C = ct.shape
     nh, nw = windows
     ct = ct.view(B, nh, nw, ct_size, ct_size, C).permute(0, 1, 3, 2, 4, 5)  # (B, nh, ct, nw, ct, C)
-    return ct.reshape(B, -1, C)
+    return ct.reshape(B, T, C)
 
 
 def raster_to_windows(ct: torch.Tensor, windows: Grid, ct_size: int) -> torch.Tensor:
@@ -48,10 +48,10 @@ def raster_to_windows(ct: torch.Tensor, windows: Grid, ct_size: int) -> torch.Te
 
     Shapes: ``(B, nh*ct * nw*ct, C) -> (B, nh*nw*ct*ct, C)``.
     """
-    B, _, C = ct.shape
+    B, T, C = ct.shape
     nh, nw = windows
     ct = ct.view(B, nh, ct_size, nw, ct_size, C).permute(0, 1, 3, 2, 4, 5)  # (B, nh, nw, ct, ct, C)
-    return ct.reshape(B, -1, C)
+    return ct.reshape(B, T, C)
 
 
 class TokenInitializer(nn.Module):

@@ -57,6 +57,7 @@ class Downsample(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.norm = LayerNorm2d(dim)
+        # A Sequential of one conv: the release's checkpoints name its weight reduction.0.weight.
         self.reduction = nn.Sequential(
             nn.Conv2d(dim, 2 * dim, kernel_size=3, stride=2, padding=1, bias=False)
         )

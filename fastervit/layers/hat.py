@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastervit.layers.attention import PositionEmbeddingMLP, WindowAttention
+from fastervit.layers.attention import WindowAttention
 from fastervit.layers.carrier_tokens import raster_to_windows, windows_to_raster
 from fastervit.layers.drop import DropPath, layer_scale_parameter
 from fastervit.layers.mlp import Mlp
-
-Grid = tuple[int, int]
+from fastervit.layers.position import PositionEmbeddingMLP
+from fastervit.layers.windows import Grid
 
 
 def _scaled(gamma: nn.Parameter | None, x: torch.Tensor) -> torch.Tensor:
@@ -24,15 +24,19 @@ def _scaled(gamma: nn.Parameter | None, x: torch.Tensor) -> torch.Tensor:
 class HAT(nn.Module):
     """A transformer block over windows, with optional carrier tokens (hierarchical attention).
 
-    Without carrier tokens (``windows`` is None) this is a pre-norm transformer block in each
-    window. With them, for carrier tokens ``ct`` and window tokens ``x``::
+    Without carrier tokens this is a pre-norm transformer block in each window. With them,
+    for carrier tokens ``ct`` and window tokens ``x``::
 
         ct = ct + pos(ct);  ct = ct + g1 * attn(norm(ct));  ct = ct + g2 * mlp(norm(ct))
         x  = [ct of the window, x];  x = x + g3 * attn(norm1(x));  x = x + g4 * mlp(norm2(x))
 
     and in the last block of a stage (``propagate``) the carrier tokens are upsampled to the
-    window and added to its tokens. ``windows`` is the grid of windows the block was built for
-    (``nh, nw``); the forward pass takes the actual grid, so any resolution works.
+    window and added to its tokens.
+
+    ``windows`` (``nh, nw``), the grid of windows the block is built for, creates the
+    carrier-token modules and sets their buffers' shapes; None builds a plain window block.
+    The forward pass uses carrier tokens when it is given some: the stage passes none where
+    the actual map holds a single window, so any resolution works.
 
     Shapes: ``forward(x, ct, windows)``: x ``(B*nh*nw, w*w, C)``, ct ``(B, nh*nw*ct*ct, C)`` or
     None; returns both with the same shapes.
@@ -60,7 +64,8 @@ class HAT(nn.Module):
         self.ct_size = ct_size
         self.propagate = propagate
         carrier = windows is not None
-        num_carrier = ct_size**2 if carrier else 0
+        # The bias buffer's size at the build resolution, where a single window has no carriers.
+        num_carrier = ct_size**2 if carrier and windows[0] * windows[1] > 1 else 0
         attn_kwargs = dict(
             qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop, fused=fused_attn
         )
@@ -101,19 +106,23 @@ class HAT(nn.Module):
         B_, N, C = x.shape
         x = self.pos_embed(x, (w, w))
         num_carrier = 0
-        if self.has_carrier_tokens:
-            B = ct.shape[0]
+        if ct is not None:
+            if not self.has_carrier_tokens:
+                raise ValueError("this HAT block was built without carrier tokens (windows=None)")
+            B, T, _ = ct.shape
             ct = self._carrier_attention(ct, windows)
             num_carrier = self.ct_size**2
             x = torch.cat((ct.reshape(B_, num_carrier, C), x), dim=1)  # (B*nh*nw, n + w*w, C)
         x = x + self.drop_path(_scaled(self.gamma3, self.attn(self.norm1(x), (w, w), num_carrier)))
         x = x + self.drop_path(_scaled(self.gamma4, self.mlp(self.norm2(x))))
-        if self.has_carrier_tokens:
+        if ct is not None:
             ct_windows, x = x.split([num_carrier, N], dim=1)
-            ct = ct_windows.reshape(B, -1, C)
+            ct = ct_windows.reshape(B, T, C)
             if self.propagate:
                 # Each carrier token covers a (w/ct x w/ct) patch of its window: nearest upsampling.
                 image = ct_windows.transpose(1, 2).reshape(B_, C, self.ct_size, self.ct_size)
                 image = F.interpolate(image, size=(w, w), mode="nearest").flatten(2).transpose(1, 2)
+                # Scaled by gamma1, the carrier attention's layer scale: the release reuses it
+                # here, so its checkpoints hold no parameter of the propagation's own.
                 x = x + _scaled(self.gamma1, image)
         return x, ct

@@ -1,7 +1,21 @@
-"""Splitting a feature map into non-overlapping windows and back (chapter 4)."""
+"""Grids, and splitting a feature map into non-overlapping windows and back (chapter 4)."""
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+Grid = tuple[int, int]  # (rows, columns): of pixels, of windows or of tokens
+
+
+def as_grid(size: int | Sequence[int]) -> Grid:
+    """``n`` as ``(n, n)``, a pair ``(h, w)`` as a tuple of ints (e.g. a resolution)."""
+    if isinstance(size, int):
+        return size, size
+    if len(size) != 2:
+        raise ValueError(f"expected one size or a pair (height, width), got {list(size)}")
+    height, width = size
+    return int(height), int(width)
 
 
 def pad_to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -24,9 +38,10 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     Shapes: ``(B, C, H, W) -> (B * H/w * W/w, w*w, C)``; H and W must be multiples of w.
     """
     B, C, H, W = x.shape
-    x = x.view(B, C, H // window_size, window_size, W // window_size, window_size)
+    nh, nw = H // window_size, W // window_size
+    x = x.view(B, C, nh, window_size, nw, window_size)
     x = x.permute(0, 2, 4, 3, 5, 1)  # (B, H/w, W/w, w, w, C)
-    return x.reshape(-1, window_size * window_size, C)
+    return x.reshape(B * nh * nw, window_size * window_size, C)
 
 
 def window_reverse(windows: torch.Tensor, window_size: int, height: int, width: int) -> torch.Tensor:
@@ -35,6 +50,8 @@ def window_reverse(windows: torch.Tensor, window_size: int, height: int, width: 
     Shapes: ``(B * H/w * W/w, w*w, C) -> (B, C, H, W)``.
     """
     C = windows.shape[-1]
-    x = windows.view(-1, height // window_size, width // window_size, window_size, window_size, C)
+    nh, nw = height // window_size, width // window_size
+    B = windows.shape[0] // (nh * nw)  # spelled out: a -1 is ambiguous for an empty batch
+    x = windows.view(B, nh, nw, window_size, window_size, C)
     x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, H/w, w, W/w, w)
-    return x.reshape(-1, C, height, width)
+    return x.reshape(B, C, height, width)

@@ -31,6 +31,7 @@ from fastervit.checkpoint import atomic_save
 from fastervit.data.datasets import DatasetInfo, ImageDataset, build_dataset
 from fastervit.data.mixup import Mixup
 from fastervit.data.sampler import ResumableSampler, derive_seed
+from fastervit.model import FasterViT
 from fastervit.train.checkpointing import (
     FORMAT_VERSION,
     capture_rng_state,
@@ -139,7 +140,9 @@ class _Run:
         trained: nn.Module = torch.compile(self.model) if config.compile else self.model
         if dist.enabled:
             device_ids = [dist.local_rank] if dist.device.type == "cuda" else None
-            trained = DistributedDataParallel(trained, device_ids=device_ids)
+            # A FasterViT built where a carrier-token stage holds one window has idle weights.
+            idle = isinstance(self.model, FasterViT) and bool(self.model.unused_parameters())
+            trained = DistributedDataParallel(trained, device_ids=device_ids, find_unused_parameters=idle)
         self.trained = trained  # what the training steps call: compiled and/or DDP-wrapped
         self.log = None
         if dist.is_main:
