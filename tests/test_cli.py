@@ -53,12 +53,14 @@ def test_train_then_eval_on_digits(tmp_path, capsys):
     code, error = _run(capsys, ["eval", "--checkpoint", str(out / "best.pt"), "--dataset", "imagefolder"])
     assert code == 1 and "--data-dir" in error["error"]
 
-    # The package's own loader reads the live weights of a training checkpoint.
+    # The package's own loader reads the weights eval uses: the EMA's, as the run kept one.
     checkpoint = load_training_checkpoint(out / "best.pt")
     model = fastervit.create_model(
         "faster_vit_0_224", pretrained=out / "best.pt", **checkpoint["model_kwargs"]
     )
-    assert torch.equal(model.head.weight, checkpoint["model"]["head.weight"])
+    assert model.load_report.weights == "ema.module"
+    assert torch.equal(model.head.weight, checkpoint["ema"]["module"]["head.weight"])
+    assert not torch.equal(model.head.weight, checkpoint["model"]["head.weight"])
 
 
 def test_resume_with_another_model_says_which_model_it_was(tmp_path, capsys):

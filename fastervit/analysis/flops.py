@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from fastervit.layers.position import ContinuousPositionBias, relative_coords_table, relative_position_index
+from fastervit.layers.windows import as_grid
 from fastervit.model import FasterViT
 from fastervit.variants import create_model, model_kwargs
 
@@ -50,13 +51,6 @@ COMPONENTS = (
 )
 STAGES = ("patch_embed", "levels.0", "levels.1", "levels.2", "levels.3", "head")
 _POSITION_HIDDEN = 512  # hidden width of every position MLP (2 -> 512 -> out)
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
 
 
 # --------------------------------------------------------------------------------------
@@ -239,7 +233,7 @@ def count_flops(
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
         model = build_for_counting(model)
-    size = _pair(resolution if resolution is not None else getattr(model, "resolution", 224))
+    size = as_grid(resolution if resolution is not None else getattr(model, "resolution", 224))
     in_chans = getattr(model, "in_chans", 3)
     inputs = torch.zeros(batch_size, in_chans, *size)
     analysis = flop_analysis(model, inputs)
@@ -399,8 +393,8 @@ def analytic_terms(
     :func:`count_flops` exactly.
     """
     kw = _resolve_kwargs(model)
-    build = _pair(kw.get("resolution", 224))
-    height, width = _pair(resolution) if resolution is not None else build
+    build = as_grid(kw.get("resolution", 224))
+    height, width = as_grid(resolution) if resolution is not None else build
     dim, in_dim, in_chans = kw["dim"], kw["in_dim"], kw.get("in_chans", 3)
     hat = kw.get("hat", (False, False, True, False))
     hat = [True] * 4 if hat is None else list(hat)
@@ -467,7 +461,7 @@ def analytic_report(
     """:func:`analytic_terms` summed into a :class:`FlopReport` (``params`` as given, or 0)."""
     terms = analytic_terms(model, resolution, batch_size)
     kw = _resolve_kwargs(model)
-    size = _pair(resolution if resolution is not None else kw.get("resolution", 224))
+    size = as_grid(resolution if resolution is not None else kw.get("resolution", 224))
     by_stage: Counter[str] = Counter()
     by_component: Counter[str] = Counter()
     for t in terms:

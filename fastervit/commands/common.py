@@ -14,8 +14,6 @@ from typing import Any
 
 import torch
 
-Grid = tuple[int, int]
-
 
 def _number(kind: type, check: Callable[[Any], bool], wanted: str) -> Callable[[str], Any]:
     def parse(text: str) -> Any:

@@ -9,8 +9,8 @@ A training checkpoint (``last.pt``, ``best.pt``) is a dict holding
 * ``rng``: the Python, NumPy and torch (CPU and CUDA) generator states of every process.
 
 The data order needs no state: it is a function of the seed, the epoch and the step.
-``fastervit.create_model(model_name, pretrained=path, **model_kwargs)`` loads the live
-weights (``model``) of such a file.
+``fastervit.create_model(model_name, pretrained=path, **model_kwargs)`` loads the EMA
+weights (``ema["module"]``) of such a file when the run kept them, else the live ``model``.
 Files are written with :func:`fastervit.checkpoint.atomic_save`.
 """
 
