@@ -145,7 +145,7 @@ class CheckpointMismatchError(RuntimeError):
 
 def _describe_start(head: bytes) -> str:
     text = head.decode("utf-8", errors="replace")
-    if "\ufffd" not in text and (text.isprintable() or text.isspace() or "\n" in text):
+    if all(ch.isprintable() or ch.isspace() for ch in text):  # no replacement character either
         return f"it starts with the text {text[:40]!r}"
     return f"it starts with the bytes {head[:8].hex(' ')}"
 
