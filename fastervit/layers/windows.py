@@ -38,10 +38,9 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     Shapes: ``(B, C, H, W) -> (B * H/w * W/w, w*w, C)``; H and W must be multiples of w.
     """
     B, C, H, W = x.shape
-    nh, nw = H // window_size, W // window_size
-    x = x.view(B, C, nh, window_size, nw, window_size)
+    x = x.view(B, C, H // window_size, window_size, W // window_size, window_size)
     x = x.permute(0, 2, 4, 3, 5, 1)  # (B, H/w, W/w, w, w, C)
-    return x.reshape(B * nh * nw, window_size * window_size, C)
+    return x.flatten(0, 2).flatten(1, 2)  # (B*nh*nw, w*w, C); unlike a -1, fine for an empty batch
 
 
 def window_reverse(windows: torch.Tensor, window_size: int, height: int, width: int) -> torch.Tensor:
@@ -51,7 +50,7 @@ def window_reverse(windows: torch.Tensor, window_size: int, height: int, width: 
     """
     C = windows.shape[-1]
     nh, nw = height // window_size, width // window_size
-    B = windows.shape[0] // (nh * nw)  # spelled out: a -1 is ambiguous for an empty batch
+    B = windows.shape[0] // nh // nw  # spelled out: view's -1 is ambiguous for an empty batch
     x = windows.view(B, nh, nw, window_size, window_size, C)
     x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, H/w, w, W/w, w)
     return x.reshape(B, C, height, width)
