@@ -18,10 +18,20 @@ MATHJAX_ES5 := .mathjax/node_modules/mathjax/es5
 NOTEBOOK_ENV := ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 CUDA_VISIBLE_DEVICES= MPLBACKEND=Agg PYTHONHASHSEED=0
 # Notebook paths for `make notebooks`; empty means all of them.
 NB ?=
+# The kernel "Python (fastervit)" is this environment's interpreter, registered inside the
+# environment (its share/jupyter), never under the home folder. `make lab` opens every
+# chapter in it, and tests/test_reader_run.py runs a chapter through it.
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/fastervit/kernel.json
+# What Jupyter, IPython and matplotlib would otherwise write under the home folder
+# (settings, workspaces, connection files, history, the font cache) stays in the environment.
+LAB_STATE := $(abspath $(VENV))/lab-state
+LAB_ENV := JUPYTER_CONFIG_DIR=$(LAB_STATE)/config JUPYTER_DATA_DIR=$(LAB_STATE)/data JUPYTER_RUNTIME_DIR=$(LAB_STATE)/runtime IPYTHONDIR=$(LAB_STATE)/ipython MPLCONFIGDIR=$(LAB_STATE)/matplotlib
+# More flags for `jupyter lab`, e.g. LAB_ARGS="--no-browser --port 8890" on a remote machine.
+LAB_ARGS ?=
 
-.PHONY: setup book test notebooks figures mathjax clean
+.PHONY: setup book test notebooks figures mathjax clean lab
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(KERNEL_SPEC)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +41,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[book,test,dev]"
 	touch $@
+
+$(KERNEL_SPEC): $(VENV)/.installed
+	$(BIN)/python -m ipykernel install --sys-prefix --name fastervit --display-name "Python (fastervit)"
 
 # MathJax 3 from the npm registry, so that the built book loads no script from the network.
 # Only the components the book loads are copied: the others (the accessibility menu and
@@ -57,6 +70,15 @@ test: setup mathjax
 
 notebooks: setup
 	env $(NOTEBOOK_ENV) $(BIN)/python scripts/run_notebooks.py $(NB)
+
+# JupyterLab on notebooks/, where the project's kernel is the only one, so that every chapter
+# opens in it. It fetches nothing: no news feed, no update check, no extension catalogue.
+# The kernel sees all CPU threads and any GPU (the tests' NOTEBOOK_ENV does not apply).
+lab: setup
+	env $(LAB_ENV) $(BIN)/jupyter lab --ServerApp.root_dir=notebooks \
+		--KernelSpecManager.allowed_kernelspecs=fastervit --MappingKernelManager.default_kernel_name=fastervit \
+		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+		--LabApp.extension_manager=readonly $(LAB_ARGS)
 
 figures: setup
 	$(BIN)/python scripts/make_figures.py
