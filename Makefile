@@ -1,5 +1,6 @@
-# The project's commands. `make book` builds the book, `make test` runs every test.
-# Both start with `setup`, which creates .venv on first use.
+# The project's commands. `make book` builds the book, `make test` runs every test,
+# `make lab` opens the chapters in JupyterLab. All start with `setup`, which creates .venv
+# on first use.
 
 PYTHON ?= python3
 # Any environment with a bin/python works, e.g. VENV="$CONDA_PREFIX" (environment.yml).
@@ -26,6 +27,8 @@ KERNEL_SPEC := $(VENV)/share/jupyter/kernels/fastervit/kernel.json
 # (settings, workspaces, connection files, history, the font cache) stays in the environment.
 LAB_STATE := $(abspath $(VENV))/lab-state
 LAB_ENV := JUPYTER_CONFIG_DIR=$(LAB_STATE)/config JUPYTER_DATA_DIR=$(LAB_STATE)/data JUPYTER_RUNTIME_DIR=$(LAB_STATE)/runtime IPYTHONDIR=$(LAB_STATE)/ipython MPLCONFIGDIR=$(LAB_STATE)/matplotlib
+# Defaults of JupyterLab's settings in this environment (a reader's own settings still win).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.d/fastervit.json
 # More flags for `jupyter lab`, e.g. LAB_ARGS="--no-browser --port 8890" on a remote machine.
 LAB_ARGS ?=
 
@@ -72,13 +75,18 @@ notebooks: setup
 	env $(NOTEBOOK_ENV) $(BIN)/python scripts/run_notebooks.py $(NB)
 
 # JupyterLab on notebooks/, where the project's kernel is the only one, so that every chapter
-# opens in it. It fetches nothing: no news feed, no update check, no extension catalogue.
+# opens in it. It fetches nothing: no news feed or update check (nor the question whether to
+# fetch them), no extension catalogue, no search for language servers (which runs npm).
 # The kernel sees all CPU threads and any GPU (the tests' NOTEBOOK_ENV does not apply).
-lab: setup
+lab: setup $(LAB_OVERRIDES)
 	env $(LAB_ENV) $(BIN)/jupyter lab --ServerApp.root_dir=notebooks \
 		--KernelSpecManager.allowed_kernelspecs=fastervit --MappingKernelManager.default_kernel_name=fastervit \
 		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
-		--LabApp.extension_manager=readonly $(LAB_ARGS)
+		--LabApp.extension_manager=readonly --LanguageServerManager.autodetect=False $(LAB_ARGS)
+
+$(LAB_OVERRIDES): $(VENV)/.installed
+	mkdir -p $(@D)
+	echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $@
 
 figures: setup
 	$(BIN)/python scripts/make_figures.py

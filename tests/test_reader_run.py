@@ -163,8 +163,12 @@ class JupyterServer:
         ]
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-        self.port = self._wait_for_info_file(runtime_dir / f"jpserver-{self.process.pid}.json")
-        self._wait_until_ready()
+        try:
+            self.port = self._wait_for_info_file(runtime_dir / f"jpserver-{self.process.pid}.json")
+            self._wait_until_ready()
+        except BaseException:  # pytest.fail's exception included: leave nothing running
+            self.kill_leftovers()
+            raise
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -343,6 +347,7 @@ def test_chapter_runs_through_a_jupyter_server(tmp_path):
         model = server.request("GET", f"api/contents/{CHAPTER}?type=notebook&content=1")
         cells = [cell for cell in model["content"]["cells"] if cell["cell_type"] == "code"]
         session, channels = server.start_session(CHAPTER, KERNEL_NAME)
+        assert session["kernel"]["name"] == KERNEL_NAME
         assert server.kernel_processes, "the server started the kernel, yet it has no child process"
         try:
             problems = []
@@ -360,7 +365,7 @@ def test_chapter_runs_through_a_jupyter_server(tmp_path):
                     problems += [
                         f"code cell {i}: {d}" for d in output_differences(cell["outputs"], outputs, patterns)
                     ]
-            # Read back what the kernel runs in, without touching the reader's history.
+            # Ask what the kernel runs in: a silent request counts no execution and keeps no history.
             _, reply = execute(
                 channels,
                 session["id"],
