@@ -1,9 +1,10 @@
-"""Mixup and cutmix: targets are distributions, lambda matches what was mixed, determinism."""
+"""Soft targets: label smoothing; mixup and cutmix targets are distributions, lambda matches what
+was mixed, determinism."""
 
 import pytest
 import torch
 
-from fastervit.data.mixup import Mixup, cutmix_box
+from fastervit.data.mixup import Mixup, cutmix_box, smooth_one_hot
 
 B, C, H, W, K = 6, 3, 16, 20, 5
 
@@ -15,6 +16,18 @@ def _batch():
 
 def _gen(seed):
     return torch.Generator().manual_seed(seed)
+
+
+def test_smooth_one_hot_values():
+    targets = smooth_one_hot(torch.tensor([2, 0]), 4, smoothing=0.2)
+    expected = torch.tensor([[0.05, 0.05, 0.85, 0.05], [0.85, 0.05, 0.05, 0.05]])
+    torch.testing.assert_close(targets, expected)
+    torch.testing.assert_close(targets.sum(1), torch.ones(2))
+
+
+def test_smooth_one_hot_refuses_smoothing_of_one():
+    with pytest.raises(ValueError, match="smoothing in"):
+        smooth_one_hot(torch.tensor([0]), 3, smoothing=1.0)
 
 
 def test_targets_are_distributions_with_the_right_mass():

@@ -40,7 +40,7 @@ def config(run):
     output = root / (run if rank == 0 else run + "_rank1")
     return TrainConfig(
         model="tiny", dataset="digits", output=str(output), epochs=2, batch_size=32, lr=5e-3,
-        warmup_epochs=0.5, img_size=16, workers=0, progress=False, seed=3, grad_accum_steps=2,
+        warmup_epochs=0.5, resolution=16, workers=0, seed=3, grad_accum_steps=2,
         mixup=0.8, model_ema=True,
     )
 

@@ -1,6 +1,7 @@
 """The training loop: resume loses nothing, NaN stops cleanly, checkpoints survive crashes."""
 
 import csv
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,8 +44,8 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
     """Digits at 16 px, batch 64: 22 steps per epoch."""
     settings = {
         "model": "tiny", "dataset": "digits", "output": str(tmp_path / "run"), "epochs": 2,
-        "batch_size": 64, "lr": 5e-3, "warmup_epochs": 0.5, "img_size": 16, "workers": 0,
-        "progress": False, "seed": 7,
+        "batch_size": 64, "lr": 5e-3, "warmup_epochs": 0.5, "resolution": 16, "workers": 0,
+        "seed": 7,
     }  # fmt: skip
     return TrainConfig(**{**settings, **overrides})
 
@@ -109,7 +110,7 @@ def test_full_run_writes_logs_best_and_last(tmp_path):
     assert {"last.pt", "best.pt", "steps.csv", "epochs.csv", "run.json", "tb"} <= {
         p.name for p in out.iterdir()
     }
-    assert not list(out.glob(".*.tmp"))
+    assert [p.name for p in out.glob(".*")] == []  # no temporary folder (.last.pt.XXXX), no lock
     steps, epochs = read_csv(out / "steps.csv"), read_csv(out / "epochs.csv")
     assert [int(r["step"]) for r in steps] == list(range(1, 34))
     assert [int(r["epoch"]) for r in epochs] == [0, 1, 2]
@@ -184,19 +185,34 @@ def test_setting_errors(tmp_path):
         tiny_config(tmp_path, grad_accum_steps=0)
 
 
-def test_lr_scaling_rule():
-    config = TrainConfig(model="m", dataset="d", output="o", batch_size=64, grad_accum_steps=2, lr_base=1e-3)
-    assert config.learning_rate(world_size=4) == pytest.approx(1e-3 * 64 * 4 * 2 / 512)
-    assert TrainConfig(model="m", dataset="d", output="o", lr=0.3).learning_rate(world_size=8) == 0.3
+def test_lr_follows_timms_rule():
+    # timm's train.py: without --lr, lr = lr_base * global_batch / lr_base_size, square-rooted
+    # when the optimizer's name contains "ada" or "lamb". Global batch here: 64 x 4 x 2 = 512.
+    base = {"model": "m", "dataset": "d", "output": "o", "batch_size": 64, "grad_accum_steps": 2}
+    lamb = TrainConfig(**base, lr_base=1e-3, lr_base_size=256)
+    assert lamb.learning_rate(world_size=4) == pytest.approx(1e-3 * 2**0.5)
+    adamw = TrainConfig(**base, opt="adamw", lr_base=1e-3, lr_base_size=128)
+    assert adamw.learning_rate(world_size=4) == pytest.approx(1e-3 * 4**0.5)
+    linear = TrainConfig(**base, lr_base=1e-3, lr_base_size=256, lr_base_scale="linear")
+    assert linear.learning_rate(world_size=4) == pytest.approx(2e-3)
+    assert TrainConfig(**base, lr=0.3, lr_base=1e-3).learning_rate(world_size=8) == 0.3  # --lr wins
 
 
-@pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_and_channels_last_on_cpu(tmp_path, amp):
-    summary = train(tiny_config(tmp_path, max_steps=3, amp=amp, channels_last=True), tiny_factory)
+@pytest.mark.parametrize("amp_dtype", ["bfloat16", "float16"])
+def test_mixed_precision_and_channels_last_on_cpu(tmp_path, amp_dtype):
+    config = tiny_config(tmp_path, max_steps=3, amp=True, amp_dtype=amp_dtype, channels_last=True)
+    summary = train(config, tiny_factory)
     rows = read_csv(tmp_path / "run" / "steps.csv")
     assert summary["steps"] == 3 and all(float(r["loss"]) > 0 for r in rows)
     scaler = state(tmp_path / "run" / "last.pt")["scaler"]
-    assert ("scale" in scaler) == (amp == "fp16")  # only fp16 scales the loss
+    assert ("scale" in scaler) == (amp_dtype == "float16")  # only float16 scales the loss
+
+
+def test_amp_defaults_to_bfloat16_on_the_cpu(tmp_path):
+    train(tiny_config(tmp_path, max_steps=1, amp=True), tiny_factory)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["amp_dtype"] == "bfloat16"
+    train(tiny_config(tmp_path / "off", max_steps=1), tiny_factory)
+    assert json.loads((tmp_path / "off" / "run" / "run.json").read_text())["amp_dtype"] is None
 
 
 def test_evaluate_checkpoint_reproduces_the_runs_accuracy(tmp_path):

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import torch
 
+from fastervit.amp import AMP_DTYPES
 from fastervit.commands.common import non_negative_int, positive_int
 from fastervit.data.datasets import build_dataset
 from fastervit.data.sampler import ResumableSampler
+from fastervit.peers import build_model
+from fastervit.train.build import ModelFactory
 from fastervit.train.checkpointing import load_training_checkpoint
 from fastervit.train.distributed import setup_distributed
 from fastervit.train.evaluate import evaluate
-from fastervit.train.loop import AMP_DTYPES, ModelFactory, create_model
 
 
 def evaluate_checkpoint(
@@ -33,7 +35,7 @@ def evaluate_checkpoint(
     device: str | None = None,
     amp: str | None = None,
     use_ema: bool = True,
-    model_factory: ModelFactory = create_model,
+    model_factory: ModelFactory = build_model,
 ) -> dict:
     """Evaluate a ``last.pt``/``best.pt`` on the ``val`` split; returns a JSON-ready dict."""
     checkpoint = load_training_checkpoint(checkpoint_path)
@@ -90,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per batch (default: 256)")
     p.add_argument("--workers", type=non_negative_int, default=4, help="data-loading processes (default: 4)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (default: off)")
+    p.add_argument("--amp", choices=tuple(AMP_DTYPES), help="mixed precision (default: off)")
     p.add_argument("--no-ema", dest="use_ema", action="store_false", help="use the live weights, not the EMA")
 
 

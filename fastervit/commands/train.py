@@ -1,23 +1,50 @@
-"""``fastervit train``: train (or resume) a model on a dataset; flags follow timm's train.py.
+"""``fastervit train``: train, fine-tune or resume a model on a dataset; flags mean what timm's train.py means.
 
 Examples::
 
     python -m fastervit train --model faster_vit_0_224 --dataset fashion_mnist \\
-        --epochs 10 --batch-size 128 --lr 1e-3 --output runs/fmnist
+        --epochs 10 -b 128 --lr 1e-3 --output runs/fmnist
+    python -m fastervit train --model faster_vit_0_224 --pretrained fastervit_0_224_1k.pth.tar \\
+        --dataset imagefolder --data-dir /data/flowers --resolution 224 --epochs 30 --output runs/ft
     torchrun --nproc_per_node=4 -m fastervit train --model faster_vit_0_224 \\
-        --dataset imagefolder --data-dir /data/imagenet --lr-base 6.25e-4 --amp bf16 ...
+        --dataset imagefolder --data-dir /data/imagenet --lr-base 5e-3 --amp --amp-dtype bfloat16 ...
     python -m fastervit train ... --resume runs/fmnist/last.pt
+    python -m fastervit train --model resnet18_like ...   (the peers: resnet18_like, vit_small_like)
 
-Global batch = --batch-size x processes x --grad-accum-steps; with --lr-base,
-lr = lr_base x global batch / 512, otherwise --lr is used as given.
+Learning rate, as in timm: global batch = -b x processes x --grad-accum-steps. --lr, when
+given, is used as it is. Otherwise lr = --lr-base x global batch / --lr-base-size, square-rooted
+for an optimizer whose name contains "ada" or "lamb" (lamb and adamw both do) and linear
+otherwise, unless --lr-base-scale says which.
+
+The run folder (--output) gets last.pt and best.pt, steps.csv, epochs.csv, run.json, tb/
+(when tensorboard is installed) and, once training finishes, confusion.csv and
+predictions.json of the final weights. One run at a time holds it (.lock). Progress goes to
+stderr; the JSON record is the last line of stdout.
 """
 
 import argparse
+import contextlib
+import logging
 import os
+import sys
 from dataclasses import MISSING, fields
 
-from fastervit.commands.common import json_object
-from fastervit.train.config import TrainConfig
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from fastervit.amp import AMP_DTYPES
+from fastervit.commands.common import (
+    add_resolution,
+    json_object,
+    non_negative_float,
+    non_negative_int,
+    output_path,
+    positive_float,
+    positive_int,
+    probability,
+)
+from fastervit.train.config import LR_BASE_SCALES, OPTIMIZERS, TrainConfig
+from fastervit.train.loop import train
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
@@ -27,75 +54,141 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     def add(group: argparse._ArgumentGroup, *flags: str, **kwargs: object) -> None:
         """Add a flag whose absence is None, its help naming TrainConfig's default."""
-        dest = kwargs.get("dest", flags[0].lstrip("-").replace("-", "_"))
+        dest = kwargs.get("dest", flags[-1].lstrip("-").replace("-", "_"))
         default = DEFAULTS.get(dest)
-        if default is not None and kwargs.get("action") not in ("store_true", "store_false"):
+        if default not in (None, False):
             kwargs["help"] = f"{kwargs['help']} (default: {default})"
         group.add_argument(*flags, default=None, **kwargs)
 
     g = p.add_argument_group("what to train")
-    g.add_argument("--model", required=True, help="registered model name, see fastervit.list_models()")
+    g.add_argument(
+        "--model", required=True, help="a registered FasterViT (fastervit.list_models()) or a peer"
+    )
     g.add_argument("--dataset", required=True, help="fashion_mnist, digits or imagefolder")
-    g.add_argument("--output", required=True, help="run directory: checkpoints, CSV logs, TensorBoard events")
-    add(g, "--data-dir", help="dataset directory (default: the dataset's usual place, see $FASTERVIT_DATA)")
+    g.add_argument(
+        "--output",
+        required=True,
+        type=output_path,
+        help="run folder: checkpoints, CSV logs, run.json, TensorBoard events (one run at a time)",
+    )
+    add(g, "--data-dir", help="dataset folder (default: the dataset's usual place, see $FASTERVIT_DATA)")
     add(g, "--model-kwargs", type=json_object, help="JSON object of model constructor overrides")
+    add(
+        g,
+        "--num-classes",
+        type=positive_int,
+        help="classifier outputs, at least the dataset's classes (default: the dataset's)",
+    )
+    add(
+        g,
+        "--pretrained",
+        metavar="FILE",
+        help="fine-tune from this checkpoint (release format); its head is replaced when its "
+        "number of classes differs",
+    )
     add(g, "--resume", help="continue from this checkpoint (a run's last.pt), with the same settings")
+    add(
+        g,
+        "--rewind",
+        action="store_true",
+        help="allow --resume from a checkpoint older than the output's last.pt (best.pt, say), "
+        "overwriting last.pt and cutting the logs back to that step",
+    )
 
     g = p.add_argument_group("schedule and optimizer")
-    add(g, "--epochs", type=int, help="epochs to train")
-    add(g, "--batch-size", type=int, help="images per process per micro-batch")
-    lr = g.add_mutually_exclusive_group()
-    add(lr, "--lr", type=float, help="peak learning rate")
-    add(lr, "--lr-base", type=float, help="learning rate per 512 images of global batch (instead of --lr)")
-    add(g, "--opt", choices=("lamb", "adamw"), help="optimizer")
-    add(g, "--opt-eps", type=float, help="optimizer epsilon")
-    add(g, "--weight-decay", type=float, help="decoupled weight decay")
-    add(g, "--warmup-epochs", type=float, help="linear warmup length, in (fractional) epochs")
-    add(g, "--min-lr", type=float, help="learning rate at the end of the cosine decay")
-    add(g, "--clip-grad", type=float, help="clip the global gradient norm to this (default: no clipping)")
-    add(g, "--grad-accum-steps", type=int, help="micro-batches per optimizer step")
+    add(g, "--epochs", type=positive_int, help="epochs to train")
+    add(g, "-b", "--batch-size", type=positive_int, help="images per process per micro-batch")
+    add(
+        g,
+        "--lr",
+        type=positive_float,
+        help="peak learning rate; overrides --lr-base (default: from --lr-base)",
+    )
+    add(
+        g,
+        "--lr-base",
+        type=positive_float,
+        help="learning rate of a global batch of --lr-base-size images, scaled to the global batch "
+        "when --lr is not given (timm's rule, see above)",
+    )
+    add(g, "--lr-base-size", type=positive_int, help="the batch --lr-base is for (the divisor)")
+    add(
+        g,
+        "--lr-base-scale",
+        choices=LR_BASE_SCALES,
+        help="how --lr-base scales with the batch (default: sqrt for lamb and adamw, linear otherwise)",
+    )
+    add(g, "--opt", choices=OPTIMIZERS, help="optimizer")
+    add(g, "--opt-eps", type=positive_float, help="optimizer epsilon")
+    add(g, "--weight-decay", type=non_negative_float, help="decoupled weight decay")
+    add(g, "--warmup-epochs", type=non_negative_float, help="linear warmup length, in (fractional) epochs")
+    add(g, "--min-lr", type=non_negative_float, help="learning rate at the end of the cosine decay")
+    add(
+        g,
+        "--clip-grad",
+        type=positive_float,
+        help="clip the global gradient norm to this (default: no clipping)",
+    )
+    add(g, "--grad-accum-steps", type=positive_int, help="micro-batches per optimizer step")
     add(
         g,
         "--max-steps",
-        type=int,
+        type=positive_int,
         help="stop after this many optimizer steps in total (the schedule is unchanged)",
     )
-    add(g, "--seed", type=int, help="seed of weights, data order and augmentation")
+    add(g, "--seed", type=non_negative_int, help="seed of weights, data order and augmentation")
 
     g = p.add_argument_group("regularisation and augmentation")
-    add(g, "--smoothing", type=float, help="label smoothing")
-    add(g, "--mixup", type=float, help="mixup Beta alpha, 0 disables")
-    add(g, "--cutmix", type=float, help="cutmix Beta alpha, 0 disables")
-    add(g, "--mixup-prob", type=float, help="probability of mixing a batch")
-    add(g, "--mixup-switch-prob", type=float, help="probability of cutmix instead of mixup when both are on")
-    add(g, "--drop-path", type=float, help="stochastic depth rate (default: the model's)")
-    add(g, "--model-ema", action="store_true", help="keep an EMA of the weights, evaluate and select with it")
-    add(g, "--model-ema-decay", type=float, help="EMA decay")
+    add(g, "--smoothing", type=probability, help="label smoothing")
+    add(g, "--mixup", type=non_negative_float, help="mixup Beta alpha, 0 disables")
+    add(g, "--cutmix", type=non_negative_float, help="cutmix Beta alpha, 0 disables")
+    add(g, "--mixup-prob", type=probability, help="probability of mixing a batch")
     add(
         g,
-        "--img-size",
-        type=int,
-        help="input side, a multiple of 32 (default: the dataset's, 32 for digits and fashion_mnist, 224 for imagefolder)",
+        "--mixup-switch-prob",
+        type=probability,
+        help="probability of cutmix instead of mixup when both are on",
     )
-    add(g, "--crop-pct", type=float, help="evaluation centre-crop fraction (default: the dataset's)")
-    add(g, "--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random-resized-crop area range")
-    add(g, "--hflip", type=float, help="horizontal flip probability")
-    add(g, "--color-jitter", type=float, help="colour jitter strength (when --aa is off)")
+    add(g, "--drop-path", type=probability, help="stochastic depth rate (default: the model's)")
+    add(g, "--model-ema", action="store_true", help="keep an EMA of the weights, evaluate and select with it")
+    add(g, "--model-ema-decay", type=probability, help="EMA decay")
+    add_resolution(
+        g,
+        "image side, a multiple of 32; training crops squares, so H W must be equal (default: "
+        "the dataset's, 32 for digits and fashion_mnist, 224 for imagefolder)",
+    )
+    add(g, "--crop-pct", type=positive_float, help="evaluation centre-crop fraction (default: the dataset's)")
+    add(
+        g,
+        "--scale",
+        type=probability,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="random-resized-crop area range",
+    )
+    add(g, "--hflip", type=probability, help="horizontal flip probability")
+    add(g, "--color-jitter", type=non_negative_float, help="colour jitter strength (when --aa is off)")
     add(g, "--aa", help="RandAugment spec, e.g. rand-m9-n2 (default: off)")
 
     g = p.add_argument_group("hardware")
     add(g, "--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    add(g, "--amp", choices=("bf16", "fp16"), help="mixed precision (default: off)")
+    add(g, "--amp", action="store_true", help="mixed precision (autocast) in --amp-dtype")
+    add(
+        g,
+        "--amp-dtype",
+        choices=tuple(AMP_DTYPES),
+        help="autocast type with --amp (default: float16 on CUDA, as in timm; bfloat16 on the CPU, "
+        "the type CPUs accelerate; float16 needs and gets loss scaling)",
+    )
     add(g, "--channels-last", action="store_true", help="channels-last memory format")
     add(g, "--compile", action="store_true", help="torch.compile the model")
     add(g, "--sync-bn", action="store_true", help="synchronise BatchNorm statistics across GPUs (CUDA only)")
-    add(g, "--workers", type=int, help="data-loading processes per training process")
-    add(
-        g,
+    add(g, "-j", "--workers", type=non_negative_int, help="data-loading processes per training process")
+    g.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
-        help="no progress bars (also off when stderr is not a terminal)",
+        help="no progress bar on stderr (there is none either when stderr is not a terminal)",
     )
 
 
@@ -103,14 +196,54 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A :class:`TrainConfig` from parsed flags; flags left out keep the config's defaults."""
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    given["output"] = str(given["output"])
     if "scale" in given:
         given["scale"] = tuple(given["scale"])
+    if "resolution" in given:
+        height, width = given["resolution"]
+        if height != width:
+            raise ValueError(
+                f"--resolution {height} {width}: training takes square images (the data "
+                f"transforms crop and resize squares); pass one side, e.g. --resolution {height}."
+            )
+        given["resolution"] = height
     return TrainConfig(**given)
 
 
-def run(args: argparse.Namespace) -> dict | None:
-    """Train; the summary is returned by rank 0 only (it alone prints)."""
-    from fastervit.train.loop import train
+class _ProgressBar:
+    """A callback of :func:`~fastervit.train.loop.train` drawing one bar over the run's steps."""
 
-    summary = train(config_from_args(args))
-    return summary if int(os.environ.get("RANK", "0")) == 0 else None
+    def __init__(self) -> None:
+        self.bar = tqdm(desc="train", unit="step", dynamic_ncols=True)
+
+    def __call__(self, event: str, record: dict) -> None:
+        if event == "start":
+            self.bar.reset(total=record["total_steps"])
+        elif event == "step":
+            self.bar.n = record["step"]
+            self.bar.set_postfix(
+                epoch=record["epoch"], loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}"
+            )
+
+
+def run(args: argparse.Namespace) -> dict | None:
+    """Train; progress to stderr from rank 0, the summary returned by rank 0 only (it alone prints)."""
+    config = config_from_args(args)
+    if int(os.environ.get("RANK", "0")) != 0:
+        train(config)
+        return None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("fastervit")
+    level = package_logger.level
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    bar = _ProgressBar() if args.progress and sys.stderr.isatty() else None
+    try:
+        with logging_redirect_tqdm([package_logger]) if bar else contextlib.nullcontext():
+            return train(config, callback=bar)
+    finally:
+        if bar is not None:
+            bar.bar.close()
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(level)

@@ -1,5 +1,7 @@
-"""Mixup and CutMix on a batch, with soft (and label-smoothed) targets (chapter 10).
+"""Soft targets: label smoothing, and Mixup and CutMix on a batch (chapter 10).
 
+* Label smoothing (Szegedy et al., 2016) moves ``smoothing`` of the probability mass from
+  the true class to all classes evenly (:func:`smooth_one_hot`).
 * Mixup (Zhang et al., 2018) blends every image with another one of the batch:
   ``x = lam x + (1 - lam) x'``.
 * CutMix (Yun et al., 2019) pastes a box of the other image into this one; the box covers
@@ -16,7 +18,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fastervit.train.losses import smooth_one_hot
+
+def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    """Target distributions with label smoothing.
+
+    Each row puts ``1 - smoothing + smoothing / K`` on the label and ``smoothing / K`` on
+    every other class (``K = num_classes``), so rows sum to 1.
+
+    Shapes: ``labels (B,)`` integer -> ``(B, K)`` float32.
+    """
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smooth_one_hot: expected smoothing in [0, 1), got {smoothing}.")
+    off = smoothing / num_classes
+    targets = torch.full((labels.shape[0], num_classes), off, device=labels.device)
+    return targets.scatter_(1, labels.long().unsqueeze(1), 1.0 - smoothing + off)
 
 
 def cutmix_box(height: int, width: int, lam: float, generator: torch.Generator) -> tuple[int, int, int, int]:

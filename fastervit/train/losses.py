@@ -1,27 +1,15 @@
 """Classification losses on soft targets: label smoothing, and the targets mixup produces.
 
 Every loss here is the cross-entropy between the model's softmax and a target distribution
-over the classes. Label smoothing moves ``smoothing`` of the probability mass from the true
-class to all classes evenly; mixup and cutmix blend two such distributions.
+over the classes. The targets come from :mod:`fastervit.data.mixup`: label smoothing
+(:func:`~fastervit.data.mixup.smooth_one_hot`) moves ``smoothing`` of the probability mass
+from the true class to all classes evenly; mixup and cutmix blend two such distributions.
 """
 
 import torch
 import torch.nn.functional as F
 
-
-def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
-    """Target distributions with label smoothing.
-
-    Each row puts ``1 - smoothing + smoothing / K`` on the label and ``smoothing / K`` on
-    every other class (``K = num_classes``), so rows sum to 1.
-
-    Shapes: ``labels (B,)`` integer -> ``(B, K)`` float32.
-    """
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"smooth_one_hot: expected smoothing in [0, 1), got {smoothing}.")
-    off = smoothing / num_classes
-    targets = torch.full((labels.shape[0], num_classes), off, device=labels.device)
-    return targets.scatter_(1, labels.long().unsqueeze(1), 1.0 - smoothing + off)
+from fastervit.data.mixup import smooth_one_hot
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -35,10 +35,9 @@ class Lamb(torch.optim.Optimizer):
         betas: decay rates of the first and second moments.
         eps: added to the root of the second moment, for numerical stability.
         weight_decay: coefficient of ``w`` added to the update (per group).
-        bias_correction: divide the moments by ``1 - beta^t`` as Adam does.
-        max_grad_norm: if set, scale all gradients (of all groups together) so that their
-            global L2 norm is at most this, before they enter the moments. ``p.grad`` is
-            left untouched.
+
+    Gradient clipping is the training loop's (``--clip-grad``, over all parameters), and the
+    moments are always bias-corrected, as in the paper.
     """
 
     def __init__(
@@ -48,8 +47,6 @@ class Lamb(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-6,
         weight_decay: float = 0.0,
-        bias_correction: bool = True,
-        max_grad_norm: float | None = None,
     ) -> None:
         if lr < 0.0:
             raise ValueError(f"Lamb: expected lr >= 0, got {lr}.")
@@ -59,32 +56,8 @@ class Lamb(torch.optim.Optimizer):
             raise ValueError(f"Lamb: expected eps > 0, got {eps}.")
         if weight_decay < 0.0:
             raise ValueError(f"Lamb: expected weight_decay >= 0, got {weight_decay}.")
-        if max_grad_norm is not None and max_grad_norm <= 0.0:
-            raise ValueError(
-                f"Lamb: expected max_grad_norm > 0 or None, got {max_grad_norm}; "
-                "pass None to disable clipping."
-            )
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "bias_correction": bias_correction,
-        }
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
-        self.max_grad_norm = max_grad_norm
-
-    def _grad_scale(self) -> torch.Tensor | float:
-        """Factor ``min(1, max_grad_norm / ||g||)`` over every gradient of every group."""
-        if self.max_grad_norm is None:
-            return 1.0
-        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        if not grads:
-            return 1.0
-        total_norm = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g.to(_compute_dtype(g))).float() for g in grads])
-        )
-        return (self.max_grad_norm / (total_norm + 1e-6)).clamp(max=1.0)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -93,7 +66,6 @@ class Lamb(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        grad_scale = self._grad_scale()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
@@ -105,7 +77,7 @@ class Lamb(torch.optim.Optimizer):
                         "(nn.Embedding(sparse=False))."
                     )
                 dtype = _compute_dtype(p)
-                grad = p.grad.to(dtype) * grad_scale
+                grad = p.grad.to(dtype)
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -116,11 +88,8 @@ class Lamb(torch.optim.Optimizer):
                 exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
 
-                if group["bias_correction"]:
-                    m_hat = exp_avg / (1.0 - beta1 ** state["step"])
-                    v_hat = exp_avg_sq / (1.0 - beta2 ** state["step"])
-                else:
-                    m_hat, v_hat = exp_avg, exp_avg_sq
+                m_hat = exp_avg / (1.0 - beta1 ** state["step"])
+                v_hat = exp_avg_sq / (1.0 - beta2 ** state["step"])
                 weight = p.to(dtype)
                 update = m_hat / (v_hat.sqrt() + group["eps"])
                 if group["weight_decay"] != 0.0:
