@@ -25,9 +25,15 @@ TINY = json.dumps(
 
 
 def _run(capsys, argv):
+    code, record, _ = _run_err(capsys, argv)
+    return code, record
+
+
+def _run_err(capsys, argv):
+    """Exit status, the JSON record (stdout's last line) and stderr of one command."""
     code = main(argv)
-    lines = capsys.readouterr().out.strip().splitlines()
-    return code, json.loads(lines[-1])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out.strip().splitlines()[-1]), captured.err
 
 
 def test_train_then_eval_on_digits(tmp_path, capsys):
@@ -115,3 +121,99 @@ def test_module_entry_point_prints_json_last(tmp_path):
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["command"] == "train" and "unknown model 'nope'" in record["error"]
     assert "Traceback" in result.stderr
+
+
+def _flags(out, *extra):
+    return [
+        "train", "--model", "faster_vit_0_224", "--model-kwargs", TINY, "--dataset", "digits",
+        "--epochs", "2", "-b", "128", "--warmup-epochs", "0.2", "-j", "0", "--no-progress",
+        "--output", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_timm_flags_short_options_amp_switch_and_the_lr_rule(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = ["--max-steps", "1", "--amp", "--lr-base", "1e-3", "--lr-base-size", "64", "--resolution", "64"]
+    code, summary = _run(capsys, _flags(out, *flags))
+    assert code == 0 and summary["steps"] == 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["batch_size"] == 128 and run["config"]["workers"] == 0
+    assert run["amp_dtype"] == "bfloat16"  # the CPU's default under --amp
+    assert run["model_kwargs"]["resolution"] == 64
+    # timm: LAMB square-roots the ratio of the global batch (128) to --lr-base-size (64).
+    assert run["lr_scaling"] == "sqrt" and run["lr"] == pytest.approx(1e-3 * 2**0.5)
+    code, summary = _run(capsys, _flags(tmp_path / "linear", *flags, "--lr-base-scale", "linear"))
+    assert summary["lr"] == pytest.approx(2e-3)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--output", ""], "expected a path, got an empty string"),
+        (["--output", "{tmp}/file/run"], "is not a directory"),
+        (["--num-classes", "-1"], "expected an integer >= 1"),
+        (["--img-size", "32"], "unrecognized arguments: --img-size"),
+        (["--amp", "bf16"], "unrecognized arguments: bf16"),  # --amp is a switch now
+        (["--amp-dtype", "fp16"], "invalid choice: 'fp16'"),
+        (["--resolution", "48"], "multiples of 32"),
+        (["-b", "0"], "expected an integer >= 1"),
+        (["--lr-base-scale", "cube"], "invalid choice: 'cube'"),
+    ],
+)
+def test_train_usage_errors_before_any_work(tmp_path, capsys, flags, message):
+    (tmp_path / "file").write_text("a file, not a folder")
+    argv = _flags(tmp_path / "run", *[f.format(tmp=tmp_path) for f in flags])
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["status"] == "usage_error" and message in record["error"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--resolution", "64", "96"], "training takes square images"),
+        (["--num-classes", "5"], "fewer than the 10 classes of 'digits'"),
+    ],
+)
+def test_train_refuses_what_the_data_cannot_do(tmp_path, capsys, flags, message):
+    code, error = _run(capsys, _flags(tmp_path / "run", *flags))
+    assert code == 1 and message in error["error"]
+
+
+def _release_file(path, num_classes, seed=123):
+    """A release-format file ({"state_dict": ...}) of a tiny 1-channel FasterViT."""
+    torch.manual_seed(seed)
+    model = fastervit.create_model(
+        "faster_vit_0_224", num_classes=num_classes, in_chans=1, resolution=32, **json.loads(TINY)
+    )
+    fastervit.save_checkpoint(model, path)
+    return model.state_dict()
+
+
+def test_pretrained_fine_tunes_a_release_checkpoint_replacing_its_head(tmp_path, capsys):
+    released = _release_file(tmp_path / "released.pth.tar", num_classes=1000)
+    out = tmp_path / "ft"
+    extra = ["--pretrained", str(tmp_path / "released.pth.tar"), "--max-steps", "3"]
+    code, summary, err = _run_err(capsys, _flags(out, *extra, "--lr", "1e-9", "--warmup-epochs", "0"))
+    assert code == 0 and summary["steps"] == 3
+    assert "head (1000 classes) replaced by a new one (10 classes)" in err
+    tuned = load_training_checkpoint(out / "last.pt")["model"]
+    assert tuned["head.weight"].shape == (10, released["head.weight"].shape[1])
+    # With a learning rate of 1e-9 the weights are still the released ones: they were loaded.
+    for key, value in released.items():
+        if value.is_floating_point() and not key.startswith("head.") and "running_" not in key:
+            torch.testing.assert_close(tuned[key], value, rtol=0, atol=1e-5, msg=key)
+
+    # Same classes: the head is loaded too; and real fine-tuning steps move the weights.
+    released = _release_file(tmp_path / "ten.pth.tar", num_classes=10)
+    out = tmp_path / "ft10"
+    code, summary, err = _run_err(
+        capsys, _flags(out, "--pretrained", str(tmp_path / "ten.pth.tar"), "--max-steps", "3")
+    )
+    assert code == 0 and "every weight loaded" in err
+    tuned = load_training_checkpoint(out / "last.pt")["model"]
+    assert not torch.equal(tuned["head.weight"], released["head.weight"])  # trained ...
+    assert torch.allclose(tuned["head.weight"], released["head.weight"], atol=0.05)  # ... from there

@@ -1,4 +1,5 @@
-"""RNG capture/restore survives a safe (weights-only) save and load; loading checks the format."""
+"""RNG capture/restore survives a safe (weights-only) save and load; loading checks the format;
+only the temporary folders of interrupted saves are cleaned up."""
 
 import random
 
@@ -11,6 +12,7 @@ from fastervit.train.checkpointing import (
     FORMAT_VERSION,
     capture_rng_state,
     load_training_checkpoint,
+    remove_orphans,
     restore_rng_state,
 )
 
@@ -34,3 +36,13 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "weights.pt")
     with pytest.raises(ValueError, match="not a fastervit training checkpoint"):
         load_training_checkpoint(tmp_path / "weights.pt")
+
+
+def test_remove_orphans_takes_only_the_temporary_folders_of_checkpoints(tmp_path):
+    for name in (".last.pt.k2j3x", ".best.pt.9f8e7", ".other.pt.abc", "tb"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".last.pt.notes").write_text("a file, not a save's folder")
+    (tmp_path / ".last.pt.k2j3x" / "last.pt").write_bytes(b"half a checkpoint")
+    removed = remove_orphans(tmp_path)
+    assert sorted(p.name for p in removed) == [".best.pt.9f8e7", ".last.pt.k2j3x"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.pt.notes", ".other.pt.abc", "tb"]

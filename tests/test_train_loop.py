@@ -2,6 +2,10 @@
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -230,3 +234,93 @@ def _write_tree(root):
         (root / split / "a").mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(root / split / "a" / "0.png")
     return root
+
+
+def test_resuming_from_an_older_checkpoint_needs_rewind(tmp_path):
+    config = tiny_config(tmp_path, batch_size=128, epochs=3)  # 11 steps per epoch
+    train(replace(config, max_steps=22), tiny_factory)
+    out = tmp_path / "run"
+    older = out / "older.pt"
+    older.write_bytes((out / "last.pt").read_bytes())  # step 22
+    train(replace(config, resume=str(out / "last.pt")), tiny_factory)  # on to step 33
+    with pytest.raises(
+        FileExistsError, match=r"older.pt goes back to step 22, but .*last.pt holds step 33.*--rewind"
+    ):
+        train(replace(config, resume=str(older)), tiny_factory)
+    assert state(out / "last.pt")["progress"]["step"] == 33 and len(read_csv(out / "steps.csv")) == 33
+
+    train(replace(config, resume=str(older), rewind=True, max_steps=23), tiny_factory)
+    assert state(out / "last.pt")["progress"]["step"] == 23  # went back on purpose
+    assert [int(r["step"]) for r in read_csv(out / "steps.csv")] == list(range(1, 24))
+
+
+def test_an_unreadable_last_pt_does_not_block_resuming_from_best(tmp_path, caplog):
+    config = tiny_config(tmp_path, batch_size=128, epochs=3)
+    train(replace(config, max_steps=14), tiny_factory)
+    out = tmp_path / "run"
+    (out / "last.pt").write_bytes(b"half a checkpoint")  # what a disk gone bad leaves
+    summary = train(replace(config, resume=str(out / "best.pt"), max_steps=13), tiny_factory)
+    assert summary["steps"] == 13 and "unreadable" in caplog.text
+
+
+def test_a_save_killed_mid_write_leaves_an_orphan_and_a_stale_lock_the_next_run_removes(tmp_path, caplog):
+    # A real kill: torch.save writes half a file, then the process dies by SIGKILL.
+    script = tmp_path / "killed.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys
+            from pathlib import Path
+            import torch
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from test_train_loop import tiny_config, tiny_factory
+            from fastervit.train.loop import train
+
+            def dying_save(obj, f, *args, **kwargs):
+                Path(f).write_bytes(b"half a checkpoint")
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            torch.save = dying_save
+            train(tiny_config(Path({str(tmp_path)!r}), max_steps=2), tiny_factory)
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    out = tmp_path / "run"
+    orphans = [p for p in out.glob(".last.pt.*") if p.is_dir()]
+    assert len(orphans) == 1 and (out / ".lock").exists() and not (out / "last.pt").exists()
+
+    summary = train(tiny_config(tmp_path, max_steps=2), tiny_factory)  # takes over, cleans up
+    assert summary["steps"] == 2 and (out / "last.pt").is_file()
+    assert [p.name for p in out.glob(".*")] == []
+    assert "no longer running" in caplog.text and f"removing {orphans[0]}" in caplog.text
+
+
+def test_tensorboard_is_optional(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    summary = train(tiny_config(tmp_path, epochs=1, batch_size=128), tiny_factory)
+    out = tmp_path / "run"
+    assert summary["finished"] and not (out / "tb").exists()
+    assert len(read_csv(out / "steps.csv")) == 11 and len(read_csv(out / "epochs.csv")) == 1
+
+
+def test_a_finished_run_reports_predictions_of_its_final_weights(tmp_path):
+    summary = train(tiny_config(tmp_path, epochs=1, batch_size=128, model_ema=True), tiny_factory)
+    out = tmp_path / "run"
+    with open(out / "confusion.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["true \\ predicted", *[str(k) for k in range(10)]]
+    confusion = torch.tensor([[int(v) for v in row[1:]] for row in rows[1:]])
+    assert int(confusion.sum()) == 360  # every validation image once
+    # Its diagonal is the EMA's top-1 that the epoch's evaluation measured independently.
+    assert 100 * float(confusion.trace()) / 360 == pytest.approx(summary["ema_top1"])
+    assert summary["report"] == {"weights": "ema", "images": 360, "top1": pytest.approx(summary["ema_top1"])}
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert [s["index"] for s in predictions["first"]] == list(range(16))
+    assert all(s["label"] != s["predicted"] for s in predictions["first_wrong"])
+    assert not (tmp_path / "stopped" / "confusion.csv").exists()
+    train(tiny_config(tmp_path / "stopped", max_steps=2), tiny_factory)  # not finished: no report
+    assert not (tmp_path / "stopped" / "run" / "confusion.csv").exists()
