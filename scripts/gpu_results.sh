@@ -5,9 +5,10 @@
 #   GPU_RESULTS_SMOKE=1 scripts/gpu_results.sh  # CPU smoke test with tiny sizes (a few minutes)
 #
 # Each part fits in one ten-minute command on an H100 (estimates, until measured): bench
-# about 10 min, train about 10 min (scripts/train_gpu.sh), dense about 8 min
-# (scripts/train_dense_gpu.sh); about 25-30 min in all. Run them as separate commands
-# where a command's time is limited.
+# about 10 min, train about 10-15 min (scripts/train_gpu.sh: three runs of 30 epochs; where a
+# command's time is limited, run them one by one with RUNS=fastervit, RUNS=resnet18_like and
+# RUNS=vit_small_like), dense about 8 min (scripts/train_dense_gpu.sh); about 30 min in all.
+# Run them as separate commands where a command's time is limited.
 #
 # Settings (environment variables):
 #   PEAK_TFLOPS   the GPU's dense bf16 peak, for model FLOPs utilisation
@@ -22,7 +23,8 @@
 #   3. latency_b1_bf16.json             the same models at batch 1
 #   4. ablation_fv0_b128_bf16.json      FasterViT-0: channels_last, torch.compile, both (alternated)
 #   5. resolution_fv0_bf16_<R>.json     FasterViT-0 from 224 to 1024 px, ~constant pixels per batch
-#   training/                           FasterViT vs a ResNet-18-like peer on Fashion-MNIST (chapter 11)
+#   training/                           FasterViT vs a ResNet-18-like and a ViT peer on Fashion-MNIST
+#                                       (chapter 11); each run's run.json records its machine
 #   dense/                              FasterViT + UperNet segmentation (chapter 12)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -119,7 +121,7 @@ fi
 # training results: see the training chapter
 # ======================================================================================
 if want train; then
-    log "training: FasterViT vs a ResNet-18 on Fashion-MNIST, about 10 minutes (scripts/train_gpu.sh)"
+    log "training: FasterViT vs a ResNet-18 and a ViT on Fashion-MNIST (scripts/train_gpu.sh)"
     RESULTS_DIR="$RESULTS_DIR/training" SMOKE="${GPU_RESULTS_SMOKE:-0}" PYTHON="$PYTHON" scripts/train_gpu.sh
 fi
 
