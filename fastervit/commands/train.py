@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         """Add a flag whose absence is None, its help naming TrainConfig's default."""
         dest = kwargs.get("dest", flags[-1].lstrip("-").replace("-", "_"))
         default = DEFAULTS.get(dest)
-        if default not in (None, False):
+        if default is not None and default is not False:
             kwargs["help"] = f"{kwargs['help']} (default: {default})"
         group.add_argument(*flags, default=None, **kwargs)
 

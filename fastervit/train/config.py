@@ -93,6 +93,7 @@ class TrainConfig:
             at_least("resolution", self.resolution, 1),
             at_least("lr_base_size", self.lr_base_size, 1),
             at_least("workers", self.workers, 0),
+            (0 <= self.smoothing < 1, f"--smoothing must be in [0, 1), got {self.smoothing}"),
             (self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.lr_base > 0, f"--lr-base must be > 0, got {self.lr_base}"),
             (self.opt in OPTIMIZERS, f"--opt must be one of {', '.join(OPTIMIZERS)}, got {self.opt!r}"),

@@ -294,10 +294,10 @@ def train(
     dist = setup_distributed(config.device)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(dist.close)
+        checkpoint = None if config.resume is None else load_training_checkpoint(Path(config.resume))
         lock = _on_main(dist, lambda: output_lock.acquire(Path(config.output)))
         if lock is not None:
             cleanup.callback(output_lock.release, lock)
-        checkpoint = None if config.resume is None else load_training_checkpoint(Path(config.resume))
         _on_main(dist, lambda: _check_output(config, checkpoint))
         seed_everything(config.seed)  # the same initial weights on every process
         data = build_data(config, dist)
