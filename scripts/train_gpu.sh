@@ -35,7 +35,9 @@ if [ "${SMOKE:-0}" = "1" ]; then
     WARMUP_EPOCHS=0.2
     EMA_DECAY=0.9
     WORKERS=0
-    HARDWARE=(--device cpu -b 64)  # float32: bfloat16 autocast is slow on most CPUs
+    DEVICE=cpu
+    BATCH=64
+    AMP=()  # float32: bfloat16 autocast is slow on most CPUs
     FASTERVIT_KWARGS='{"dim": 16, "in_dim": 16, "depths": [1, 1, 2, 1], "num_heads": [1, 1, 2, 4], "window_size": [3, 3, 3, 3]}'
     RESNET_KWARGS='{"width": 8}'
     VIT_KWARGS='{"dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8}'
@@ -45,17 +47,20 @@ else
     EPOCHS=${EPOCHS:-30}
     WARMUP_EPOCHS=${WARMUP_EPOCHS:-3}
     EMA_DECAY=${EMA_DECAY:-0.998}
-    HARDWARE=(--device cuda --amp --amp-dtype bfloat16 --channels-last -b 512)
+    DEVICE=cuda
+    BATCH=512
+    AMP=(--amp --amp-dtype bfloat16)
     # FasterViT-0's depths and head width (32 channels per head) at half its width, 8.5 M
     # parameters. At 96 px = 224 x 3/7 every map is 3/7 of FasterViT-0's at 224 px (24, 12,
     # 6, 3), so 3x3 windows give the same layout: 2x2 windows with 16 carrier tokens in
     # stage 3, one window (global attention) in stage 4.
     FASTERVIT_KWARGS='{"dim": 32, "in_dim": 32, "num_heads": [1, 2, 4, 8], "window_size": [3, 3, 3, 3]}'
     RESNET_KWARGS='{"width": 56}'  # ResNet-18 at width 56: 8.6 M parameters
-    VIT_KWARGS='{"dim": 240, "depth": 12, "num_heads": 4, "patch_size": 8}'  # ViT-S's depth, 8.4 M, 144 patches
+    VIT_KWARGS='{"dim": 240, "depth": 12, "num_heads": 4, "patch_size": 8}'  # ViT-S depth, 8.4 M, 144 patches
 fi
 RUNS_DIR=${RUNS_DIR:-$(mktemp -d -t train_gpu_runs.XXXXXX)}
 mkdir -p "$RESULTS_DIR" "$RUNS_DIR"
+HARDWARE=(--device "$DEVICE" "${AMP[@]}" --channels-last -b "$BATCH")
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)" >&2; }
 START=$SECONDS
 
