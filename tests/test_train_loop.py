@@ -189,19 +189,6 @@ def test_setting_errors(tmp_path):
         tiny_config(tmp_path, grad_accum_steps=0)
 
 
-def test_lr_follows_timms_rule():
-    # timm's train.py: without --lr, lr = lr_base * global_batch / lr_base_size, square-rooted
-    # when the optimizer's name contains "ada" or "lamb". Global batch here: 64 x 4 x 2 = 512.
-    base = {"model": "m", "dataset": "d", "output": "o", "batch_size": 64, "grad_accum_steps": 2}
-    lamb = TrainConfig(**base, lr_base=1e-3, lr_base_size=256)
-    assert lamb.learning_rate(world_size=4) == pytest.approx(1e-3 * 2**0.5)
-    adamw = TrainConfig(**base, opt="adamw", lr_base=1e-3, lr_base_size=128)
-    assert adamw.learning_rate(world_size=4) == pytest.approx(1e-3 * 4**0.5)
-    linear = TrainConfig(**base, lr_base=1e-3, lr_base_size=256, lr_base_scale="linear")
-    assert linear.learning_rate(world_size=4) == pytest.approx(2e-3)
-    assert TrainConfig(**base, lr=0.3, lr_base=1e-3).learning_rate(world_size=8) == 0.3  # --lr wins
-
-
 @pytest.mark.parametrize("amp_dtype", ["bfloat16", "float16"])
 def test_mixed_precision_and_channels_last_on_cpu(tmp_path, amp_dtype):
     config = tiny_config(tmp_path, max_steps=3, amp=True, amp_dtype=amp_dtype, channels_last=True)
