@@ -30,7 +30,6 @@ import sys
 from dataclasses import MISSING, fields
 
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fastervit.amp import AMP_DTYPES
 from fastervit.commands.common import (
@@ -238,9 +237,14 @@ def run(args: argparse.Namespace) -> dict | None:
     level = package_logger.level
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
-    bar = _ProgressBar() if args.progress and sys.stderr.isatty() else None
+    bar, redirect = None, contextlib.nullcontext()
+    if args.progress and sys.stderr.isatty():
+        # Imported only here: importing tqdm.contrib warns in notebooks (no ipywidgets).
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        bar, redirect = _ProgressBar(), logging_redirect_tqdm([package_logger])  # logs above the bar
     try:
-        with logging_redirect_tqdm([package_logger]) if bar else contextlib.nullcontext():
+        with redirect:
             return train(config, callback=bar)
     finally:
         if bar is not None:
