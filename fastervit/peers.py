@@ -22,7 +22,7 @@ FasterViT (:func:`fastervit.create_model`) or a peer (:data:`PEERS`).
 """
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -255,14 +255,14 @@ def create_peer(name: str, **kwargs: object) -> nn.Module:
 
 
 def build_model(
-    name: str, pretrained: str | Path | None = None, *, skip_head: bool = False, **kwargs: object
+    name: str, pretrained: str | Path | Mapping | None = None, *, skip_head: bool = False, **kwargs: object
 ) -> nn.Module:
     """Build any model the package trains by name: a registered FasterViT or a peer.
 
     Args:
         name: a name from :func:`fastervit.list_models` or a key of :data:`PEERS`.
-        pretrained: a checkpoint file (release format or a bare state dict) to load,
-            strictly; see :func:`fastervit.create_model`.
+        pretrained: a checkpoint file, or the dict it holds (release format, a bare state
+            dict ...), loaded strictly; see :func:`fastervit.create_model`.
         skip_head: load everything but the classifier ``head`` (another ``num_classes``).
         **kwargs: constructor arguments, e.g. ``num_classes=10, in_chans=1, resolution=32``.
 

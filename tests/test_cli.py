@@ -183,6 +183,14 @@ def test_train_refuses_what_the_data_cannot_do(tmp_path, capsys, flags, message)
     assert code == 1 and message in error["error"]
 
 
+@pytest.mark.parametrize("flag", ["--resume", "--pretrained"])
+def test_an_unreadable_checkpoint_is_named_with_the_reason(tmp_path, capsys, flag):
+    (tmp_path / "empty.pt").write_bytes(b"")  # what an interrupted copy leaves
+    code, error = _run(capsys, _flags(tmp_path / "run", flag, str(tmp_path / "empty.pt")))
+    assert code == 1 and error["error_type"] == "UnreadableCheckpointError"
+    assert f"{tmp_path / 'empty.pt'} is not a readable checkpoint: the file is empty" in error["error"]
+
+
 def _release_file(path, num_classes, seed=123):
     """A release-format file ({"state_dict": ...}) of a tiny 1-channel FasterViT."""
     torch.manual_seed(seed)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from fastervit.amp import AMP_DTYPES, default_amp_dtype
-from fastervit.checkpoint import read_state_dict
+from fastervit.checkpoint import read_checkpoint, read_state_dict
 from fastervit.data.datasets import DatasetInfo, ImageDataset, build_dataset
 from fastervit.data.mixup import Mixup
 from fastervit.data.sampler import ResumableSampler
@@ -172,10 +172,10 @@ def _make_model(config: TrainConfig, model_kwargs: dict, factory: ModelFactory, 
     """The model, from ``--pretrained`` when asked, its head replaced if the classes differ."""
     if config.pretrained is None or not load_pretrained:
         return factory(config.model, **model_kwargs)
-    state = read_state_dict(config.pretrained)
-    head = state.get("head.weight")
+    checkpoint = read_checkpoint(config.pretrained)
+    head = read_state_dict(checkpoint).get("head.weight")
     skip_head = head is not None and head.shape[0] != model_kwargs["num_classes"]
-    model = factory(config.model, pretrained=config.pretrained, skip_head=skip_head, **model_kwargs)
+    model = factory(config.model, pretrained=checkpoint, skip_head=skip_head, **model_kwargs)
     if skip_head:
         logger.info(
             "fine-tuning from %s: its head (%d classes) replaced by a new one (%d classes)",

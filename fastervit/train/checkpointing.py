@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastervit.checkpoint import atomic_save
+from fastervit.checkpoint import atomic_save, read_checkpoint
 from fastervit.train.build import Progress, Run
 from fastervit.train.config import RESUMABLE_CHANGES, TrainConfig
 
@@ -43,20 +43,21 @@ logger = logging.getLogger(__name__)
 def load_training_checkpoint(path: Path) -> dict:
     """Load a training checkpoint on the CPU, checking that it is one.
 
-    Checkpoints hold only tensors and plain Python values, so they load with
-    ``weights_only=True``: opening one runs no code from the file.
+    Read with :func:`fastervit.checkpoint.read_checkpoint`: tensors and plain Python values
+    only (opening one runs no code from the file), and an unreadable file is named with the
+    reason (:class:`~fastervit.checkpoint.UnreadableCheckpointError`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"Checkpoint {path} does not exist; pass the last.pt or best.pt a training run wrote."
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_VERSION:
-        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    checkpoint = read_checkpoint(path)
+    if checkpoint.get("format") != FORMAT_VERSION:
         raise ValueError(
             f"{path} is not a fastervit training checkpoint of format {FORMAT_VERSION} (found "
-            f"format {found!r}); pretrained weights load with fastervit.create_model(pretrained=...)."
+            f"format {checkpoint.get('format')!r}); pretrained weights load with "
+            "fastervit.create_model(pretrained=...), or fine-tune from them with train --pretrained."
         )
     return checkpoint
 
@@ -115,7 +116,7 @@ def check_not_rewinding(resume: Path, resume_step: int, output: Path, allow: boo
         return
     try:
         last_step = load_training_checkpoint(last)["progress"]["step"]
-    except Exception as error:  # noqa: BLE001 -- any unreadable last.pt: nothing to protect
+    except ValueError as error:  # unreadable, or no training checkpoint: nothing to protect
         logger.warning("%s is unreadable (%s); resuming from %s replaces it", last, error, resume)
         return
     if last_step > resume_step:
