@@ -29,7 +29,7 @@ from fastervit.train.optim import Lamb, param_groups_weight_decay
 from fastervit.train.schedule import WarmupCosineLR
 
 # factory(name, **model_kwargs) -> model mapping (B, C, H, W) images to (B, num_classes)
-# logits; called with pretrained=FILE, skip_head=... as well when fine-tuning.
+# logits; called with pretrained=<the checkpoint dict>, skip_head=... too when fine-tuning.
 ModelFactory = Callable[..., nn.Module]
 logger = logging.getLogger(__name__)
 
