@@ -4,6 +4,10 @@ A variant is a set of constructor keyword arguments plus the preprocessing its r
 weights expect. ``*_any_res`` variants share the checkpoint of their fixed-resolution twin
 and are built for a larger, non-square default resolution; any model runs at any input
 size with sides divisible by 32, so they differ from their twin only in that default.
+
+One variant is this book's own: ``faster_vit_fashion_mnist``, a small FasterViT trained on
+Fashion-MNIST on a CPU by ``python -m fastervit train`` (chapter 11). Its weights ship with
+the package, so ``create_model("faster_vit_fashion_mnist", pretrained=True)`` needs no file.
 """
 
 import difflib
@@ -24,6 +28,7 @@ from fastervit.checkpoint import (
 from fastervit.model import FasterViT
 
 RELEASE_URL = "https://huggingface.co/ahatamiz/FasterViT/resolve/main/"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -37,12 +42,18 @@ class PretrainedCfg:
     crop_pct: float = 1.0
     crop_mode: str = "center"
     interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    bundled: bool = False  # the file ships in fastervit/weights/ (else: download it from `url`)
 
     @property
-    def url(self) -> str:
-        return RELEASE_URL + self.checkpoint_file
+    def url(self) -> str | None:
+        return None if self.bundled else RELEASE_URL + self.checkpoint_file
+
+    @property
+    def path(self) -> Path | None:
+        """The shipped checkpoint, for a bundled variant."""
+        return WEIGHTS_DIR / self.checkpoint_file if self.bundled else None
 
 
 @dataclass(frozen=True)
@@ -105,8 +116,37 @@ _IN21K = {
 }
 
 
+# The book's own model (chapter 11): FasterViT's layout shrunk for 28x28 clothes upscaled to
+# 64 px. Stages 1-2 are convolutional (16x16 and 8x8 maps); stage 3 is a 4x4 map of 2x2
+# windows, each summarised by one carrier token (hierarchical attention over 4 windows);
+# stage 4 is one 2x2 window. Window sizes of the conv stages are unused.
+FASHION_MNIST = Variant(
+    dict(
+        dim=32,
+        in_dim=32,
+        depths=(2, 3, 6, 2),
+        num_heads=(2, 4, 8, 16),
+        window_size=(2, 2, 2, 2),
+        ct_size=1,
+        mlp_ratio=4,
+        hat=_HAT_STAGE3,
+        resolution=64,
+        in_chans=1,
+        num_classes=10,
+        drop_path_rate=0.05,
+    ),
+    PretrainedCfg(
+        "faster_vit_fashion_mnist.pth",
+        input_size=(1, 64, 64),
+        mean=(0.2860,),
+        std=(0.3530,),
+        bundled=True,
+    ),
+)
+
+
 def _build_registry() -> dict[str, Variant]:
-    registry: dict[str, Variant] = {}
+    registry: dict[str, Variant] = {"faster_vit_fashion_mnist": FASHION_MNIST}
     for family, kwargs in _FAMILY.items():
         cfg = PretrainedCfg(f"fastervit_{family}_224_1k.pth.tar", crop_pct=0.875 if family == "0" else 1.0)
         registry[f"faster_vit_{family}_224"] = Variant({**_COMMON, **kwargs, "resolution": 224}, cfg)
@@ -197,14 +237,36 @@ def _check_training_arguments(
         )
 
 
+def _bundled_weights(name: str) -> Path:
+    """The shipped checkpoint of ``name``, or an error saying where its weights come from."""
+    cfg = VARIANTS[name].pretrained_cfg
+    if cfg.path is None:
+        raise ValueError(
+            f"the weights of {name!r} do not ship with the package and nothing is downloaded at run "
+            f"time: download {cfg.url} and pass its path, create_model({name!r}, pretrained=path)"
+        )
+    if not cfg.path.is_file():
+        raise FileNotFoundError(
+            f"the shipped weights of {name!r} are missing from this installation: {cfg.path}"
+        )
+    return cfg.path
+
+
 def create_model(
-    name: str, pretrained: str | Path | Mapping | None = None, *, skip_head: bool = False, **overrides: Any
+    name: str,
+    pretrained: bool | str | Path | Mapping | None = None,
+    *,
+    skip_head: bool = False,
+    **overrides: Any,
 ) -> FasterViT:
     """Build a registered variant, optionally loading weights from a local checkpoint.
 
     Args:
         name: a name from :func:`list_models`, e.g. ``"faster_vit_0_224"``.
-        pretrained: a checkpoint file, or the dict it holds: the official release format (a
+        pretrained: ``True`` for the weights that ship with the package (the book's
+            ``faster_vit_fashion_mnist``; the release's files are not shipped and nothing is
+            downloaded: pass the path of a downloaded file instead), or a checkpoint file, or
+            the dict it holds: the official release format (a
             dict with ``"state_dict"``), a bare state dict, a timm training checkpoint, or a
             ``fastervit train`` checkpoint (its EMA weights when the run kept them). Files
             are read with :func:`~fastervit.checkpoint.read_checkpoint` and loaded with
@@ -220,6 +282,10 @@ def create_model(
     ``model.load_report``.
     """
     kwargs = {**model_kwargs(name), **overrides}
+    if pretrained is True:
+        pretrained = _bundled_weights(name)
+    elif pretrained is False:
+        pretrained = None
     checkpoint = read_checkpoint(pretrained) if isinstance(pretrained, (str, Path)) else pretrained
     if isinstance(checkpoint, Mapping) and is_training_checkpoint(checkpoint):
         _check_training_arguments(name, kwargs, checkpoint, skip_head)

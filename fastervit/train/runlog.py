@@ -123,6 +123,43 @@ def _nvidia_smi() -> str | None:
     return result.stdout.strip()
 
 
+def _cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _source_commit() -> str | None:
+    """The git commit of the checkout the package runs from, ``+dirty`` with local changes.
+
+    None when the package is not in a git checkout (an installed wheel, say).
+    """
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "fastervit"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if status else "")
+
+
 def environment(device: torch.device) -> dict:
     """The software and hardware a run on ``device`` uses: versions, CPU, GPU and driver."""
     versions = {}
@@ -137,9 +174,10 @@ def environment(device: torch.device) -> dict:
         "torch": torch.__version__,
         **versions,
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "commit": _source_commit(),
     }
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
