@@ -150,13 +150,18 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
     return Path(path)
 
 
-def onnx_runner(path: str | Path) -> Callable[[torch.Tensor], Outputs]:
-    """An ONNX Runtime session (CPU) for ``path`` as a function of a torch batch."""
+def onnx_runner(path: str | Path, threads: int | None = None) -> Callable[[torch.Tensor], Outputs]:
+    """An ONNX Runtime session (CPU) for ``path`` as a function of a torch batch.
+
+    ``threads``: ONNX Runtime's intra-op threads (default: its own choice, all cores).
+    """
     _require("onnxruntime")
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only
+    if threads is not None:
+        options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
 

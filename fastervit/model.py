@@ -9,12 +9,14 @@ state dicts load with ``strict=True``.
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from fastervit.layers import HAT, ConvBlock, Downsample, LayerNorm2d, Stem, TokenInitializer
 from fastervit.layers.attention import attention_modules
+from fastervit.layers.linear import Linear
 from fastervit.layers.windows import Grid, as_grid, pad_to_windows, window_partition, window_reverse
 
 MIN_SIDE = 32  # the total stride of the stem and the three downsamplers
@@ -250,7 +252,7 @@ class FasterViT(nn.Module):
             )
         self.norm = LayerNorm2d(self.num_features) if layer_norm_last else nn.BatchNorm2d(self.num_features)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(_init_weights)
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -354,7 +356,7 @@ class FasterViT(nn.Module):
         if num_classes < 0:
             raise ValueError(f"num_classes={num_classes}: pass a number of classes, or 0 for no classifier")
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.head.apply(_init_weights)
 
     def unused_parameters(self) -> list[str]:
@@ -374,6 +376,12 @@ class FasterViT(nn.Module):
                     if any(part.startswith(_CARRIER_ONLY) for part in name.split("."))
                 ]
         return idle
+
+    def deploy(self, **options: Any) -> nn.Module:
+        """An inference-only, faster copy of this model (chapter 9): see :func:`fastervit.deploy.deploy`."""
+        from fastervit.deploy import deploy  # builds on this module: imported when used
+
+        return deploy(self, **options)
 
     def set_fused_attn(self, enabled: bool) -> None:
         """Switch every attention between the fused kernel and the explicit product."""

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastervit.layers.linear import Linear
 from fastervit.layers.position import ContinuousPositionBias
 from fastervit.layers.windows import Grid
 
@@ -42,9 +43,9 @@ class WindowAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = qk_scale or self.head_dim**-0.5
         self.fused = fused
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         # The release's name for the bias module: its checkpoints hold attn.pos_emb_funct.* keys.
         self.pos_emb_funct = ContinuousPositionBias(grid, num_heads, num_carrier)

@@ -22,11 +22,42 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+def fold_batchnorm(
+    conv: nn.Conv2d, bn: nn.BatchNorm2d, scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the one convolution equal to ``scale * bn(conv(x))`` in eval mode.
+
+    In eval mode a BatchNorm is a fixed per-channel affine map, ``bn(z) = (z - mean) * s + beta``
+    with ``s = gamma / sqrt(var + eps)``, so the folded weight is ``W * s`` per output channel
+    and the bias ``(b - mean) * s + beta``; a layer scale multiplies both. Differentiable.
+
+    Shapes: ``-> (C_out, C_in / groups, k, k), (C_out,)``.
+    """
+    s = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    bias = (
+        (conv.bias - bn.running_mean) * s + bn.bias
+        if conv.bias is not None
+        else bn.bias - bn.running_mean * s
+    )
+    weight = conv.weight * s.view(-1, 1, 1, 1)
+    if scale is not None:
+        weight, bias = weight * scale.view(-1, 1, 1, 1), bias * scale
+    return weight, bias
+
+
+def folds_batchnorm(module: nn.Module) -> bool:
+    """Whether ``module`` runs its BatchNorms folded into its convolutions: in eval mode,
+    except while ``torch.jit.trace`` records it (FLOP counters trace the model as written)."""
+    return not module.training and not torch.jit.is_tracing()
+
+
 class ConvBlock(nn.Module):
     """Residual block ``x + DropPath(gamma * BN(conv(GELU(BN(conv(x))))))``.
 
     The input is added after the second BatchNorm. ``gamma`` (a per-channel layer scale) exists
-    only when ``layer_scale`` is a number.
+    only when ``layer_scale`` is a number. In eval mode both BatchNorms and ``gamma`` are folded
+    into the convolutions (:func:`fold_batchnorm`): the same numbers without two passes over
+    the map.
 
     Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
     """
@@ -42,6 +73,10 @@ class ConvBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if folds_batchnorm(self):
+            w1, b1 = fold_batchnorm(self.conv1, self.norm1)
+            w2, b2 = fold_batchnorm(self.conv2, self.norm2, self.gamma)
+            return x + F.conv2d(self.act1(F.conv2d(x, w1, b1, padding=1)), w2, b2, padding=1)
         y = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
         if self.gamma is not None:
             y = y * self.gamma.view(1, -1, 1, 1)
