@@ -93,7 +93,9 @@ def test_linear_keeps_autograd_and_autocast():
         assert linear(x.detach(), layer.weight, layer.bias).dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("name", [name for name in ablation_options() if not ablation_options()[name].compile])
+@pytest.mark.parametrize(
+    "name", [name for name in ablation_options() if not ablation_options()[name].compile]
+)
 def test_each_eager_optimisation_keeps_the_outputs(tiny, name):
     x = torch.randn(3, 3, 224, 224)
     options = ablation_options()[name]
