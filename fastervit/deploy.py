@@ -14,9 +14,8 @@ copy of a trained model with every optimisation that keeps its predictions:
    Autocast keeps the weights and the residual stream in float32 (so the state dict stays
    exact); compiled, the casts of the weights are computed once.
 4. **torch.compile** (Inductor) with *freezing*: the weights become constants, so Inductor
-   folds what depends only on them and prepacks them for oneDNN; on CUDA, the mode
-   ``max-autotune-no-cudagraphs``, or CUDA graphs (``reduce-overhead``) at batch 1, where
-   kernel launches dominate.
+   folds what depends only on them and prepacks them for oneDNN; on CUDA at batch 1, where
+   kernel launches dominate, CUDA graphs as well (``mode="reduce-overhead"``).
 5. **channels_last** for the input and the convolution weights only where it helps: on
    CUDA (tensor-core convolutions want NHWC). On the CPU the model already lays its input
    out channels-last for the conv stages, and Inductor picks its own layouts.
@@ -266,13 +265,13 @@ class DeployedModel(nn.Module):
 
 
 def _compile_kwargs(device: torch.device, batch_size: int | None) -> tuple[dict[str, Any], bool]:
-    """Inductor options for the device: freezing always; CUDA graphs on CUDA at batch 1."""
-    options: dict[str, Any] = {"freezing": True}
+    """``torch.compile`` arguments: Inductor's freezing always; on CUDA at batch 1, where
+    kernel launches dominate, CUDA graphs (``mode="reduce-overhead"``). Returns the
+    arguments and whether CUDA graphs are used."""
     cuda_graphs = device.type == "cuda" and batch_size == 1
-    mode = None
-    if device.type == "cuda":
-        mode = "reduce-overhead" if cuda_graphs else "max-autotune-no-cudagraphs"
-    kwargs = {"options": options} if mode is None else {"mode": mode, "options": options}
+    kwargs: dict[str, Any] = {"options": {"freezing": True}}
+    if cuda_graphs:
+        kwargs["mode"] = "reduce-overhead"
     return kwargs, cuda_graphs
 
 

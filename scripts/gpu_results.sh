@@ -5,7 +5,7 @@
 #   GPU_RESULTS_SMOKE=1 scripts/gpu_results.sh  # CPU smoke test with tiny sizes (a few minutes)
 #
 # Each part fits in one ten-minute command on an H100 (estimates, until measured): bench
-# about 10 min, train about 10-15 min (scripts/train_gpu.sh: three runs of 30 epochs; where a
+# about 10 min (the deploy runs compile FasterViT-0 to -2 only, twice each), train about 10-15 min (scripts/train_gpu.sh: three runs of 30 epochs; where a
 # command's time is limited, run them one by one with RUNS=fastervit, RUNS=resnet18_like and
 # RUNS=vit_small_like), dense about 8 min (scripts/train_dense_gpu.sh); about 30 min in all.
 # Run them as separate commands where a command's time is limited.
@@ -19,9 +19,13 @@
 #
 # What it measures (each step prints its JSON record's last line to the log):
 #   1. environment.json                 GPU, driver, torch/timm versions, peak used for MFU
-#   2. throughput_b128_bf16.json        FasterViT-0..6 and peers (timm), batch 128, bf16 autocast
-#   3. latency_b1_bf16.json             the same models at batch 1
-#   4. ablation_fv0_b128_bf16.json      FasterViT-0: channels_last, torch.compile, both (alternated)
+#   2. throughput_b128_bf16.json        FasterViT-0..6 and peers (timm), batch 128, bf16 autocast;
+#      throughput_b128_deploy.json      FasterViT-0..2 through fastervit.deploy (bf16, channels_last,
+#                                       torch.compile with freezing), with agreement vs float32 eager
+#   3. latency_b1_bf16.json             the same models at batch 1 (each record also holds its
+#      latency_b1_deploy.json           batch-1 latency); deploy adds CUDA graphs at batch 1
+#   4. ablation_fv0_b128.json           FasterViT-0: float32 eager, each deploy optimisation alone,
+#                                       all of them (alternated), with agreement
 #   5. resolution_fv0_bf16_<R>.json     FasterViT-0 from 224 to 1024 px, ~constant pixels per batch
 #   training/                           FasterViT vs a ResNet-18-like and a ViT peer on Fashion-MNIST
 #                                       (chapter 11); each run's run.json records its machine
@@ -46,6 +50,8 @@ if [ "${GPU_RESULTS_SMOKE:-0}" = "1" ]; then
     THROUGHPUT=(--batch-size 2 --resolution 64 --warmup 1 --iters 2 --rounds 1)
     LATENCY=(--batch-size 1 --resolution 64 --warmup 1 --iters 2 --rounds 1)
     ABLATION=(--batch-size 2 --resolution 64 --warmup 1 --iters 2 --rounds 1)
+    DEPLOY_MODELS=faster_vit_0_224
+    DEPLOY=(--deploy --no-compile)  # compiling takes minutes on a CPU
     RESOLUTIONS=(64 96)
     SWEEP=(--warmup 1 --iters 2 --rounds 1)
     PIXELS_PER_BATCH=$((2 * 64 * 64))
@@ -58,12 +64,14 @@ else
     THROUGHPUT=(--batch-size 128 --warmup 10 --iters 50 --rounds 5)
     LATENCY=(--batch-size 1 --warmup 20 --iters 200 --rounds 5)
     ABLATION=(--batch-size 128 --warmup 10 --iters 50 --rounds 5)
+    DEPLOY_MODELS=faster_vit_0_224,faster_vit_1_224,faster_vit_2_224
+    DEPLOY=(--deploy)
     RESOLUTIONS=(224 256 320 384 448 512 640 768 896 1024)
     SWEEP=(--warmup 5 --iters 30 --rounds 3)
     PIXELS_PER_BATCH=$((128 * 224 * 224))
 fi
 mkdir -p "$RESULTS_DIR"
-COMMON=(--device "$DEVICE" --amp bf16 --peak-tflops "$PEAK_TFLOPS")
+COMMON=(--device "$DEVICE" --peak-tflops "$PEAK_TFLOPS")
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)" >&2; }
 START=$SECONDS
 
@@ -94,23 +102,27 @@ with open(out, "w") as f:
 print(json.dumps(env))
 EOF
 
-log "2/5 throughput, batch 128, bf16"
-"${FV[@]}" bench --model "$MODELS" "${PEERS[@]}" "${THROUGHPUT[@]}" "${COMMON[@]}" \
+log "2/5 throughput, batch 128: bf16 autocast (with peers), then the deploy path"
+"${FV[@]}" bench --model "$MODELS" "${PEERS[@]}" "${THROUGHPUT[@]}" "${COMMON[@]}" --amp bf16 \
     --output "$RESULTS_DIR/throughput_b128_bf16.json" | tail -n 1 | cut -c1-300
+"${FV[@]}" bench --model "$DEPLOY_MODELS" "${DEPLOY[@]}" "${THROUGHPUT[@]}" "${COMMON[@]}" \
+    --output "$RESULTS_DIR/throughput_b128_deploy.json" | tail -n 1 | cut -c1-300
 
-log "3/5 latency, batch 1, bf16"
-"${FV[@]}" bench --model "$MODELS" "${PEERS[@]}" "${LATENCY[@]}" "${COMMON[@]}" \
+log "3/5 latency, batch 1: bf16 autocast, then the deploy path (CUDA graphs)"
+"${FV[@]}" bench --model "$MODELS" "${PEERS[@]}" "${LATENCY[@]}" "${COMMON[@]}" --amp bf16 \
     --output "$RESULTS_DIR/latency_b1_bf16.json" | tail -n 1 | cut -c1-300
+"${FV[@]}" bench --model "$DEPLOY_MODELS" "${DEPLOY[@]}" "${LATENCY[@]}" "${COMMON[@]}" \
+    --output "$RESULTS_DIR/latency_b1_deploy.json" | tail -n 1 | cut -c1-300
 
-log "4/5 FasterViT-0: channels_last and torch.compile"
+log "4/5 FasterViT-0: float32 eager, each deploy optimisation alone, all of them"
 "${FV[@]}" bench --model faster_vit_0_224 --ablation "${ABLATION[@]}" "${COMMON[@]}" \
-    --output "$RESULTS_DIR/ablation_fv0_b128_bf16.json" | tail -n 1 | cut -c1-300
+    --output "$RESULTS_DIR/ablation_fv0_b128.json" | tail -n 1 | cut -c1-300
 
 log "5/5 FasterViT-0 from ${RESOLUTIONS[0]} to ${RESOLUTIONS[-1]} px"
 for R in "${RESOLUTIONS[@]}"; do
     BATCH=$(( PIXELS_PER_BATCH / (R * R) ))
     BATCH=$(( BATCH > 1 ? BATCH : 1 ))
-    "${FV[@]}" bench --model faster_vit_0_224 --resolution "$R" --batch-size "$BATCH" "${SWEEP[@]}" "${COMMON[@]}" \
+    "${FV[@]}" bench --model faster_vit_0_224 --resolution "$R" --batch-size "$BATCH" "${SWEEP[@]}" "${COMMON[@]}" --amp bf16 \
         --output "$RESULTS_DIR/resolution_fv0_bf16_$R.json" | tail -n 1 | cut -c1-200
 done
 
