@@ -132,7 +132,9 @@ class BenchSettings:
         if self.runtime == "onnxruntime":
             return "onnxruntime"
         if self.deploy is not None:
-            return "deploy" if self.deploy == DeployOptions() else "deploy" + str(asdict(self.deploy))
+            default = asdict(DeployOptions())
+            changed = [f"{k}={v}" for k, v in asdict(self.deploy).items() if v != default[k]]
+            return f"deploy({', '.join(changed)})" if changed else "deploy"
         parts = [self.amp or "fp32"]
         parts += ["channels_last"] if self.channels_last else []
         parts += ["compile"] if self.compile else []
