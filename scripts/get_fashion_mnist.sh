@@ -81,8 +81,8 @@ $elsewhere"
 $elsewhere"
 fi
 
-dpkg-deb -x "$tmp"/"$PACKAGE"_*.deb "$tmp/root"
-unpacked=$tmp/root/usr/share/datasets/fashion-mnist
+dpkg-deb -x "$tmp"/"$PACKAGE"_*.deb "$tmp/tree"
+unpacked=$tmp/tree/usr/share/datasets/fashion-mnist
 have_files "$unpacked" || fail "the package has no usr/share/datasets/fashion-mnist/ with the four files."
 (cd "$unpacked" && sha256sum --check --quiet <<<"$SUMS") ||
     fail "the package's files differ from the SHA-256 sums in $0 (a new version of $PACKAGE?)."
