@@ -116,6 +116,7 @@ def test_eval_of_a_release_file_matches_the_models_own_forward(tmp_path, capsys,
     assert result["resolution"] == [SIZE, SIZE] and result["model"] == "faster_vit_0_224"
     assert (result["crop_pct"], result["crop_mode"], result["interpolation"]) == (0.875, "center", "bicubic")
     assert result["checkpoint"] == str(weights) and result["class_map"] == str(class_map)
+    assert result["weights"] == "state_dict"
 
 
 def test_the_class_map_gives_the_labels(tmp_path, capsys, class_map):
@@ -149,6 +150,17 @@ def test_folders_outside_the_class_map_are_named_before_the_weights_are_read(tmp
     Image.new("RGB", (40, 40)).save(tmp_path / "val" / "stray" / "x.png")
     code, result = _run(capsys, _argv(tmp_path, tmp_path / "never_read.pth", "--class-map", str(class_map)))
     assert code == 1 and "not among the 8 classes: stray" in result["error"]
+
+
+def test_files_that_are_not_release_weights_are_refused(tmp_path, capsys, class_map):
+    (tmp_path / "empty.pth").touch()
+    code, result = _run(capsys, _argv(tmp_path, tmp_path / "empty.pth", "--class-map", str(class_map)))
+    assert code == 1 and result["error_type"] == "UnreadableCheckpointError" and "empty" in result["error"]
+    model = _model()
+    run = {"model": model.state_dict(), "model_kwargs": {}, "ema": None}  # the layout of a training run's
+    torch.save(run, tmp_path / "best.pt")
+    code, result = _run(capsys, _argv(tmp_path, tmp_path / "best.pt", "--class-map", str(class_map)))
+    assert code == 1 and f"eval --checkpoint {tmp_path / 'best.pt'}" in result["error"]
 
 
 def test_a_class_map_longer_than_the_classifier_is_refused(tmp_path, capsys, class_map):

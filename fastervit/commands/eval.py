@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from fastervit.amp import AMP_DTYPES
-from fastervit.checkpoint import read_state_dict
+from fastervit.checkpoint import is_training_checkpoint, read_checkpoint, read_state_dict
 from fastervit.commands.common import add_resolution, json_object, non_negative_int, positive_int
 from fastervit.data.datasets import ClassFolders, ImageDataset, build_dataset, read_class_map
 from fastervit.data.sampler import ResumableSampler
@@ -143,18 +143,25 @@ def evaluate_pretrained(
             number of classes defaults to the size of the file's classifier.
 
     Returns:
-        A JSON-ready dict: the model, file, input size and preparation used, loss, top1, top5
-        (in %), images and images/s.
+        A JSON-ready dict: the model, file, the entry its weights came from (``state_dict``,
+        ``state_dict_ema``, ...), input size and preparation used, loss, top1, top5 (in %),
+        images and images/s.
     """
     classes = read_class_map(class_map) if class_map is not None else None
     source = ClassFolders(data_dir, classes)  # bad folders fail here, before a large file is read
-    state = read_state_dict(pretrained)
+    checkpoint = read_checkpoint(pretrained)
+    if is_training_checkpoint(checkpoint):
+        raise ValueError(
+            f"{pretrained} was written by 'fastervit train'; score it with "
+            f"'fastervit eval --checkpoint {pretrained}', which rebuilds the model it trained."
+        )
+    state = read_state_dict(checkpoint)
     overrides = dict(model_kwargs or {})
     if "num_classes" not in overrides and "head.weight" in state:
         overrides["num_classes"] = state["head.weight"].shape[0]  # a fine-tuned file keeps its own head
     if resolution is not None:
         overrides["resolution"] = resolution
-    model = create_model(model_name, pretrained=state, **overrides)
+    model = create_model(model_name, pretrained=checkpoint, **overrides)
     if model.num_classes == 0:
         raise ValueError(
             f"{pretrained} holds no classifier (no head.weight) for {model_name}: a backbone "
@@ -178,6 +185,7 @@ def evaluate_pretrained(
     return {
         "model": model_name,
         "checkpoint": str(pretrained),
+        "weights": model.load_report.weights or "state dict",
         "data_dir": str(data_dir),
         "class_map": None if class_map is None else str(class_map),
         "resolution": list(size),
