@@ -1,7 +1,7 @@
 # The project's commands. `make book` builds the book, `make test` runs every test,
 # `make lab` opens the chapters in JupyterLab. All start with `setup`, which creates .venv
-# on first use; `book`, `test` and `notebooks` also with `data`, which fetches Fashion-MNIST into .data/
-# on first use.
+# on first use; `book`, `test` and `notebooks` also with `data`, which fetches
+# Fashion-MNIST into .data/ on first use.
 
 PYTHON ?= python3
 # Any environment with a bin/python works, e.g. VENV="$CONDA_PREFIX" (environment.yml).
