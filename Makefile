@@ -1,6 +1,7 @@
 # The project's commands. `make book` builds the book, `make test` runs every test,
 # `make lab` opens the chapters in JupyterLab. All start with `setup`, which creates .venv
-# on first use.
+# on first use; `book`, `test` and `notebooks` also with `data`, which fetches
+# Fashion-MNIST into .data/ on first use.
 
 PYTHON ?= python3
 # Any environment with a bin/python works, e.g. VENV="$CONDA_PREFIX" (environment.yml).
@@ -32,7 +33,7 @@ LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.d/fastervit.json
 # More flags for `jupyter lab`, e.g. LAB_ARGS="--no-browser --port 8890" on a remote machine.
 LAB_ARGS ?=
 
-.PHONY: setup book test notebooks figures mathjax clean lab
+.PHONY: setup data book test notebooks figures mathjax clean lab
 
 setup: $(VENV)/.installed $(KERNEL_SPEC)
 
@@ -47,6 +48,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(KERNEL_SPEC): $(VENV)/.installed
 	$(BIN)/python -m ipykernel install --sys-prefix --name fastervit --display-name "Python (fastervit)"
+
+# Fashion-MNIST from Debian's package, as any user (no root, no system-wide install), into
+# .data/fashion-mnist, where the package looks for it; a no-op once the files are there.
+data:
+	bash scripts/get_fashion_mnist.sh
 
 # MathJax 3 from the npm registry, so that the built book loads no script from the network.
 # Only the components the book loads are copied: the others (the accessibility menu and
@@ -63,15 +69,15 @@ $(MATHJAX_STATIC)/startup.js:
 	cp -r $(MATHJAX_ES5)/output/chtml/fonts $(MATHJAX_STATIC)/output/chtml/
 	cp $(MATHJAX_ES5)/a11y/assistive-mml.js $(MATHJAX_STATIC)/a11y/
 
-book: setup mathjax
+book: setup mathjax data
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-test: setup mathjax
+test: setup mathjax data
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	env $(NOTEBOOK_ENV) $(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --ignore-glob='*/.ipynb_checkpoints/*' -p no:cacheprovider -n 2 --dist loadfile
 
-notebooks: setup
+notebooks: setup data
 	env $(NOTEBOOK_ENV) $(BIN)/python scripts/run_notebooks.py $(NB)
 
 # JupyterLab on notebooks/, where the project's kernel is the only one, so that every chapter

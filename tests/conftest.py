@@ -45,3 +45,17 @@ def _seed():
 def tiny_kwargs():
     """``tiny_kwargs(**overrides)``: constructor arguments of a small but complete FasterViT."""
     return _tiny_kwargs
+
+
+@pytest.fixture
+def no_datasets(tmp_path, monkeypatch):
+    """No dataset anywhere the package looks: an empty ``$FASTERVIT_DATA``, and neither the
+    checkout's ``.data`` nor ``/usr/share/datasets`` (both point into an empty temporary folder)."""
+    from fastervit.data import datasets
+
+    empty = tmp_path / "no_datasets"
+    empty.mkdir()
+    monkeypatch.setenv("FASTERVIT_DATA", str(empty))
+    monkeypatch.setattr(datasets, "CHECKOUT_DATA_DIR", empty)
+    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIR", empty)
+    return empty

@@ -51,7 +51,7 @@ def test_train_then_eval_on_digits(tmp_path, capsys):
     assert run["model_kwargs"]["resolution"] == 32 and run["model_kwargs"]["drop_path_rate"] == 0.1
 
     code, result = _run(capsys, ["eval", "--checkpoint", str(out / "best.pt"), "--workers", "0"])
-    assert code == 0 and result["weights"] == "ema" and result["count"] == 360
+    assert code == 0 and result["weights"] == "ema" and result["images"] == 360
     assert result["top1"] == pytest.approx(summary["ema_top1"], abs=0.3)  # one image in 360
     code, result = _run(capsys, ["eval", "--checkpoint", str(out / "best.pt"), "--workers", "0", "--no-ema"])
     assert result["weights"] == "model" and result["top1"] == pytest.approx(summary["top1"], abs=0.3)

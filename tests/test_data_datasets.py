@@ -1,4 +1,4 @@
-"""Datasets: digits, a written image-folder tree, Fashion-MNIST files, the factory's errors."""
+"""Datasets: digits, image folders and class maps, where Fashion-MNIST is found, the errors."""
 
 import gzip
 import struct
@@ -9,10 +9,18 @@ import pytest
 import torch
 from PIL import Image
 
-from fastervit.data.datasets import FashionMNIST, build_dataset, read_idx
+from fastervit.data import datasets
+from fastervit.data.datasets import (
+    ClassFolders,
+    FashionMNIST,
+    build_dataset,
+    find_fashion_mnist,
+    read_class_map,
+    read_idx,
+)
 from fastervit.data.sampler import ResumableSampler
 
-FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -57,6 +65,14 @@ def test_val_split_is_not_augmented_by_default():
     assert torch.equal(a, ds[0][0])
 
 
+def _write_images(folder: Path, names, size=(30, 20), seed=0) -> None:
+    rng = np.random.default_rng(seed)
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
 def test_image_folder_tree(tmp_path):
     rng = np.random.default_rng(0)
     for split, count in (("train", 3), ("val", 2)):
@@ -82,10 +98,116 @@ def test_image_folder_errors(tmp_path):
         build_dataset("imagefolder", "train", tmp_path)
     (tmp_path / "train" / "cat").mkdir(parents=True)
     (tmp_path / "val" / "bird").mkdir(parents=True)
-    with pytest.raises(ValueError, match="bird"):
+    with pytest.raises(ValueError, match="bird.*Every split must use the classes of"):
         build_dataset("imagefolder", "val", tmp_path)
-    with pytest.raises(FileNotFoundError, match="No images"):
-        build_dataset("imagefolder", "train", tmp_path)
+
+
+def test_images_in_nested_folders_belong_to_their_class_folder(tmp_path):
+    # As torchvision's ImageFolder: every image below root/<class>/, at any depth.
+    _write_images(tmp_path, ["a/top.png", "a/sub/one.png", "a/sub/deeper/two.jpg", "b/x/y/z.png"])
+    (tmp_path / "a" / "sub" / "readme.txt").write_text("not an image")
+    folders = ClassFolders(tmp_path)
+    found = [(path.relative_to(tmp_path).as_posix(), label) for path, label in folders.samples]
+    assert found == [("a/sub/deeper/two.jpg", 0), ("a/sub/one.png", 0), ("a/top.png", 0), ("b/x/y/z.png", 1)]
+    assert folders[3][0].size == (30, 20) and folders[3][0].mode == "RGB"
+
+
+@pytest.mark.parametrize("content", ["nothing", "a text file", "an empty sub-folder"])
+def test_an_empty_class_folder_is_an_error_naming_it(tmp_path, content):
+    _write_images(tmp_path, ["full/0.png"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    if content == "a text file":
+        (empty / "notes.txt").write_text("no image here")
+    elif content == "an empty sub-folder":
+        (empty / "sub").mkdir()
+    with pytest.raises(FileNotFoundError, match=f"{empty} is an empty class folder"):
+        ClassFolders(tmp_path)
+
+
+def test_an_empty_class_folder_in_a_split_tree_is_an_error(tmp_path):
+    _write_images(tmp_path, ["train/cat/0.png", "train/dog/0.png", "val/cat/0.png"])
+    (tmp_path / "val" / "dog").mkdir()
+    with pytest.raises(FileNotFoundError, match="val/dog is an empty class folder"):
+        build_dataset("imagefolder", "val", tmp_path)
+
+
+def test_a_class_map_sets_the_labels_of_a_folder_with_some_classes(tmp_path):
+    _write_images(tmp_path / "data", ["n03/a.png", "n03/b.png", "n01/c.png"])
+    class_map = tmp_path / "classes.txt"
+    class_map.write_text("n00\nn01\nn02\nn03\nn04\n")
+    classes = read_class_map(class_map)
+    assert classes == ("n00", "n01", "n02", "n03", "n04")
+    folders = ClassFolders(tmp_path / "data", classes)
+    assert folders.labels.tolist() == [1, 3, 3] and folders.info.num_classes == 5
+    assert ClassFolders(tmp_path / "data").labels.tolist() == [0, 1, 1]  # without the map: sorted folders
+
+
+def test_folders_missing_from_the_class_map_are_named(tmp_path):
+    _write_images(tmp_path, ["n01/a.png", "stray/b.png", "zz/c.png"])
+    with pytest.raises(ValueError, match=r"2 folders that are not among the 2 classes: stray, zz"):
+        ClassFolders(tmp_path, ("n00", "n01"))
+
+
+@pytest.mark.parametrize(
+    "text,error",
+    [
+        ("", "empty"),
+        ("n00\n\nn02\n", "line 2 is empty"),
+        ("n00\nn01\nn00\n", "'n00' is on lines 1 and 3"),
+    ],
+)
+def test_bad_class_maps(tmp_path, text, error):
+    path = tmp_path / "classes.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=error):
+        read_class_map(path)
+    with pytest.raises(FileNotFoundError, match="no class map"):
+        read_class_map(tmp_path / "missing.txt")
+
+
+def test_16_bit_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    (tmp_path / "gray").mkdir()
+    Image.fromarray(ramp).save(tmp_path / "gray" / "ramp.png")
+    with Image.open(tmp_path / "gray" / "ramp.png") as raw:
+        assert raw.mode.startswith("I")  # Pillow reads it as 16-bit integers ...
+        assert (np.asarray(raw.convert("RGB")) == 255).mean() > 0.99  # ... which convert() clips
+    image, _ = ClassFolders(tmp_path)[0]
+    pixels = np.asarray(image)
+    assert image.mode == "RGB" and pixels.shape == (64, 64, 3)
+    expected = np.floor(ramp / 257 + 0.5)  # 0..65535 onto 0..255, to nearest
+    assert np.array_equal(pixels[..., 0], expected) and np.array_equal(pixels[..., 2], expected)
+    assert (pixels == 255).mean() < 0.01
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_truncated_image_is_reported_with_its_path(tmp_path, suffix):
+    _write_images(tmp_path, [f"a/whole{suffix}", f"a/cut{suffix}"], size=(64, 64))
+    cut = tmp_path / "a" / f"cut{suffix}"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    folders = ClassFolders(tmp_path)
+    folders[folders.samples.index((tmp_path / "a" / f"whole{suffix}", 0))]  # the intact one reads
+    with pytest.raises(ValueError, match=f"{cut}: not a readable image"):
+        folders[folders.samples.index((cut, 0))]
+
+
+def test_a_file_that_is_not_an_image_is_reported_with_its_path(tmp_path):
+    (tmp_path / "a").mkdir()
+    fake = tmp_path / "a" / "photo.jpg"
+    fake.write_text("a text file with an image's name")
+    with pytest.raises(ValueError, match=f"{fake}: not a readable image"):
+        ClassFolders(tmp_path)[0]
+
+
+@pytest.mark.parametrize("side", [12, 20])  # 144 pixels: Pillow warns; 400: Pillow refuses
+def test_decompression_bombs_are_reported_with_their_path(tmp_path, monkeypatch, side):
+    _write_images(tmp_path, ["a/bomb.png"], size=(side, side))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(
+        ValueError, match=f"{tmp_path / 'a' / 'bomb.png'}: refused as a possible decompression bomb"
+    ):
+        ClassFolders(tmp_path)[0]
 
 
 def test_fashion_mnist_from_written_files_and_env_var(tmp_path, monkeypatch):
@@ -99,13 +221,63 @@ def test_fashion_mnist_from_written_files_and_env_var(tmp_path, monkeypatch):
     assert torch.equal(explicit[1][0], val[1][0])
 
 
-def test_missing_fashion_mnist_names_the_package(tmp_path):
-    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
-        FashionMNIST("train", tmp_path)
+def test_fashion_mnist_lookup_order(tmp_path, monkeypatch):
+    # Three copies told apart by their size: $FASTERVIT_DATA, the checkout's, the system's.
+    places = {"variable": tmp_path / "var", "checkout": tmp_path / "co", "system": tmp_path / "sys"}
+    for n_val, root in enumerate(places.values(), start=1):
+        _write_fake_fashion_mnist(root / "fashion-mnist", n_val=n_val)
+    monkeypatch.setattr(datasets, "CHECKOUT_DATA_DIR", places["checkout"])
+    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIR", places["system"])
+    monkeypatch.setenv("FASTERVIT_DATA", str(places["variable"]))
+    assert len(FashionMNIST("val")) == 1 and find_fashion_mnist() == places["variable"] / "fashion-mnist"
+    monkeypatch.delenv("FASTERVIT_DATA")
+    assert len(FashionMNIST("val")) == 2
+    (places["checkout"] / "fashion-mnist" / "train-labels-idx1-ubyte.gz").unlink()  # an incomplete copy
+    assert len(FashionMNIST("val")) == 3
+    monkeypatch.setenv("FASTERVIT_DATA", str(tmp_path / "nowhere"))  # a variable without the data
+    assert find_fashion_mnist() == places["system"] / "fashion-mnist"
+    monkeypatch.setattr(datasets, "CHECKOUT_DATA_DIR", None)  # an installed package: no checkout
+    monkeypatch.delenv("FASTERVIT_DATA")
+    assert find_fashion_mnist() == places["system"] / "fashion-mnist"
 
 
-@pytest.mark.skipif(not FMNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
-def test_installed_fashion_mnist():
+def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "CHECKOUT_DATA_DIR", tmp_path / "checkout" / ".data")
+    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIR", tmp_path / "usr")
+    monkeypatch.delenv("FASTERVIT_DATA", raising=False)
+    (tmp_path / "usr" / "fashion-mnist").mkdir(parents=True)
+    (tmp_path / "usr" / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").touch()
+    with pytest.raises(FileNotFoundError) as error:
+        FashionMNIST("train")
+    message = str(error.value)
+    for expected in (
+        "$FASTERVIT_DATA: not set",
+        f"{tmp_path / 'checkout' / '.data' / 'fashion-mnist'} (this checkout's data folder",
+        "no such folder",
+        "missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-labels-idx1-ubyte.gz",
+        "`make data`",
+        "apt-get download dataset-fashion-mnist",
+        "dpkg-deb -x dataset-fashion-mnist_*.deb DIR",
+        "FASTERVIT_DATA=DIR/usr/share/datasets",
+    ):
+        assert expected in message, expected
+    monkeypatch.setenv("FASTERVIT_DATA", str(tmp_path / "mine"))
+    with pytest.raises(FileNotFoundError, match=r"mine/fashion-mnist \(\$FASTERVIT_DATA\): no such folder"):
+        FashionMNIST("val")
+
+
+def test_the_checkout_data_folder_is_this_checkouts():
+    assert datasets.CHECKOUT_DATA_DIR == REPO / ".data"
+
+
+def test_missing_files_in_an_explicit_folder_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing t10k-images-idx3-ubyte.gz, t10k-labels-idx1"):
+        FashionMNIST("val", tmp_path)
+
+
+def test_fashion_mnist():
+    # Not skipped when the files are missing: `make test` gets them (`make data`), and a test
+    # run without them should fail with the message that says how to get them.
     train, val = FashionMNIST("train"), FashionMNIST("val")
     assert (len(train), len(val)) == (60000, 10000)
     image, label = val[0]

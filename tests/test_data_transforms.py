@@ -1,4 +1,7 @@
-"""Transforms: shapes, value ranges, reproducibility from the generator, crop geometry."""
+"""Transforms: shapes, value ranges, reproducibility from the generator, crop geometry, and the
+evaluation pipeline of released weights (timm's rules, worked out by hand below)."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,9 +15,12 @@ from fastervit.data.transforms import (
     ResizeShorter,
     TransformConfig,
     build_transform,
+    eval_transform,
     parse_rand_augment,
+    pretrained_eval_transform,
     to_tensor,
 )
+from fastervit.variants import VARIANTS
 
 
 def _image(mode, size=(40, 30), seed=0):
@@ -86,6 +92,82 @@ def test_resize_shorter_and_center_crop():
     resized = ResizeShorter(30)(image, _gen())
     assert resized.size == (45, 30)
     assert CenterCrop(20)(resized, _gen()).size == (20, 20)
+
+
+def test_resize_shorter_truncates_the_longer_side_as_torchvision_does():
+    # torchvision's Resize(4) on a 5x3 image: shorter side 4, longer int(4 * 5 / 3) = int(6.67) = 6.
+    assert ResizeShorter(4).output_size(5, 3) == (6, 4)
+    assert ResizeShorter(4).output_size(3, 5) == (4, 6)
+    assert ResizeShorter(4)(_image("RGB", size=(5, 3)), _gen()).size == (6, 4)
+
+
+def test_resize_shorter_covers_a_non_square_target():
+    # (H, W) = (64, 96) from 320x160: the height limits (160 / 64 = 2.5 < 320 / 96), both sides / 2.5.
+    assert ResizeShorter((64, 96)).output_size(320, 160) == (128, 64)
+    assert ResizeShorter((64, 96)).output_size(100, 400) == (96, 384)
+
+
+def test_center_crop_rounds_half_offsets_to_even_as_torchvision_does():
+    image = _image("RGB", size=(235, 9))
+    # (235 - 224) / 2 = 5.5 -> 6 and (9 - 4) / 2 = 2.5 -> 2, as Python's round() in torchvision's CenterCrop.
+    out = CenterCrop((4, 224))(image, _gen())
+    assert out.size == (224, 4)
+    assert np.array_equal(np.asarray(out), np.asarray(image.crop((6, 2, 230, 6))))
+    with pytest.raises(ValueError, match="smaller than"):
+        CenterCrop(300)(image, _gen())
+
+
+def _expected(image, resized_size, box, cfg, interpolation=Image.Resampling.BICUBIC):
+    """Resize, crop, to [0, 1], normalise: the pipeline written out with Pillow and torch."""
+    pixels = np.asarray(image.resize(resized_size, interpolation).crop(box), dtype=np.float32) / 255
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1)
+    return (tensor - torch.tensor(cfg.mean).view(3, 1, 1)) / torch.tensor(cfg.std).view(3, 1, 1)
+
+
+def test_pretrained_eval_transform_of_faster_vit_0():
+    # crop_pct 0.875, centre: floor(224 / 0.875) = 256; the 300x200 image becomes
+    # int(256 * 300 / 200) x 256 = 384x256; the crop starts at ((384 - 224) / 2, (256 - 224) / 2).
+    cfg = VARIANTS["faster_vit_0_224"].pretrained_cfg
+    assert (cfg.crop_pct, cfg.crop_mode, cfg.interpolation) == (0.875, "center", "bicubic")
+    image = _image("RGB", size=(300, 200))
+    out = pretrained_eval_transform(cfg)(image, _gen())
+    assert out.shape == (3, 224, 224)
+    torch.testing.assert_close(out, _expected(image, (384, 256), (80, 16, 304, 240), cfg))
+
+
+def test_pretrained_eval_transform_squashes_for_the_21k_models():
+    # crop_pct 0.95, squash: both sides to floor(224 / 0.95) = 235, aspect ratio lost; crop at 5.5 -> 6.
+    cfg = VARIANTS["faster_vit_4_21k_224"].pretrained_cfg
+    assert (cfg.crop_pct, cfg.crop_mode) == (0.95, "squash")
+    image = _image("RGB", size=(300, 200))
+    out = pretrained_eval_transform(cfg)(image, _gen())
+    torch.testing.assert_close(out, _expected(image, (235, 235), (6, 6, 230, 230), cfg))
+
+
+def test_pretrained_eval_transform_at_another_size_keeps_the_cfgs_preparation():
+    # (H, W) = (64, 96) with crop_pct 1 and bilinear: 320x160 -> 128x64 (see above), crop x from 16.
+    cfg = replace(VARIANTS["faster_vit_1_224"].pretrained_cfg, interpolation="bilinear")
+    image = _image("RGB", size=(320, 160))
+    out = pretrained_eval_transform(cfg, (64, 96))(image, _gen())
+    assert out.shape == (3, 64, 96)
+    expected = _expected(image, (128, 64), (16, 0, 112, 64), cfg, Image.Resampling.BILINEAR)
+    torch.testing.assert_close(out, expected)
+    bicubic = pretrained_eval_transform(replace(cfg, interpolation="bicubic"), (64, 96))(image, _gen())
+    assert not torch.allclose(out, bicubic)  # the interpolation is the cfg's, not a fixed one
+
+
+@pytest.mark.parametrize(
+    "options,error",
+    [
+        ({"crop_mode": "border"}, "crop_mode must be one of"),
+        ({"interpolation": "cubic"}, "interpolation must be one of"),
+        ({"crop_pct": 0.0}, r"crop_pct must be in \(0, 1\]"),
+        ({"crop_pct": 1.2}, r"crop_pct must be in \(0, 1\]"),
+    ],
+)
+def test_eval_transform_refuses_unknown_settings(options, error):
+    with pytest.raises(ValueError, match=error):
+        eval_transform(224, (0.5,) * 3, (0.25,) * 3, **options)
 
 
 @pytest.mark.parametrize("name", sorted(_RAND_AUGMENT_OPS))

@@ -119,8 +119,7 @@ def test_scene_contents():
     assert images[:, 0][masks == 0].max() <= max(scenes.config.noise, scenes.config.ignore_below)
 
 
-def test_scenes_fall_back_to_digits_with_a_message(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASTERVIT_DATA", str(tmp_path))  # no Fashion-MNIST there
+def test_scenes_fall_back_to_digits_with_a_message(no_datasets):
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         PastedScenes("train", 4, source="fashion_mnist")
     with pytest.warns(UserWarning, match="Falling back to scikit-learn's 8x8 digits"):

@@ -209,7 +209,7 @@ def test_amp_defaults_to_bfloat16_on_the_cpu(tmp_path):
 def test_evaluate_checkpoint_reproduces_the_runs_accuracy(tmp_path):
     summary = train(tiny_config(tmp_path, epochs=1, warmup_epochs=0.2, batch_size=128), tiny_factory)
     result = evaluate_checkpoint(tmp_path / "run" / "last.pt", workers=0, model_factory=tiny_factory)
-    assert result["weights"] == "model" and result["count"] == 360
+    assert result["weights"] == "model" and result["images"] == 360
     assert result["top1"] == pytest.approx(summary["top1"], abs=0.3)  # one image in 360
     assert result["loss"] == pytest.approx(summary["val_loss"], rel=1e-4)
     with pytest.raises(ValueError, match="1-channel images .* 'imagefolder' has"):

@@ -6,8 +6,9 @@ generator's seed alone (the datasets seed it from the run seed, the epoch and th
 Deterministic transforms ignore the generator.
 
 Training: random resized crop -> horizontal flip -> RandAugment, or colour jitter when
-RandAugment is off -> tensor -> normalise. Evaluation: resize the shorter side to
-``img_size / crop_pct`` -> centre crop ``img_size`` -> tensor -> normalise.
+RandAugment is off -> tensor -> normalise. Evaluation (:func:`eval_transform`, timm's
+rules): resize to ``img_size / crop_pct`` -> centre crop ``img_size`` -> tensor -> normalise;
+:func:`pretrained_eval_transform` builds it from a released model's ``pretrained_cfg``.
 """
 
 import math
@@ -19,8 +20,27 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from fastervit.variants import PretrainedCfg
+
 Transform = Callable[[Image.Image | torch.Tensor, torch.Generator], Image.Image | torch.Tensor]
 BICUBIC = Image.Resampling.BICUBIC
+# The interpolations a pretrained_cfg may name (timm's names), as Pillow filters.
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+# How evaluation fits an image to the input: keep the aspect ratio and crop the centre, or
+# resize each side on its own ("squash"). timm's third mode, "border", no variant uses.
+CROP_MODES = ("center", "squash")
+Size = int | tuple[int, int]  # a square's side, or (height, width)
+
+
+def _pair(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -175,28 +195,61 @@ def parse_rand_augment(spec: str) -> RandAugment:
 
 @dataclass
 class ResizeShorter:
-    """Resize so that the shorter side is ``size``, keeping the aspect ratio."""
+    """Resize keeping the aspect ratio, to the smallest size that covers ``size``.
 
-    size: int
+    ``size`` is a side or ``(height, width)``. For a square target the shorter side becomes
+    ``size`` and the longer one ``int(size * long / short)``, truncated, as torchvision's
+    ``Resize(int)`` (what timm uses) does; for a non-square target both sides are divided by
+    the smaller of the two ratios image/target and rounded, as timm's ``ResizeKeepRatio``.
+    """
+
+    size: Size
+    interpolation: Image.Resampling = BICUBIC
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` after resizing an image of ``width x height``."""
+        target_h, target_w = _pair(self.size)
+        if target_h == target_w:
+            long = int(target_h * max(width, height) / min(width, height))
+            return (target_h, long) if width <= height else (long, target_h)
+        ratio = min(height / target_h, width / target_w)
+        return round(width / ratio), round(height / ratio)
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
-        width, height = image.size
-        scale = self.size / min(width, height)
-        return image.resize(
-            (max(round(width * scale), self.size), max(round(height * scale), self.size)), BICUBIC
-        )
+        return image.resize(self.output_size(*image.size), self.interpolation)
+
+
+@dataclass
+class Resize:
+    """Resize to exactly ``size`` (a side or ``(height, width)``), whatever the aspect ratio."""
+
+    size: Size
+    interpolation: Image.Resampling = BICUBIC
+
+    def __call__(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
+        height, width = _pair(self.size)
+        return image.resize((width, height), self.interpolation)
 
 
 @dataclass
 class CenterCrop:
-    """Crop the central ``size x size`` square."""
+    """Crop the central ``size`` (a side or ``(height, width)``).
 
-    size: int
+    Offsets are rounded half to even, ``round((W - w) / 2)``, as in torchvision's
+    ``CenterCrop``, so that the pixels kept are the ones timm's evaluation keeps.
+    """
+
+    size: Size
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
-        width, height = image.size
-        left, top = (width - self.size) // 2, (height - self.size) // 2
-        return image.crop((left, top, left + self.size, top + self.size))
+        height, width = _pair(self.size)
+        if image.width < width or image.height < height:
+            raise ValueError(
+                f"CenterCrop: a {image.width}x{image.height} image is smaller than the "
+                f"{width}x{height} crop; resize it first."
+            )
+        left, top = round((image.width - width) / 2), round((image.height - height) / 2)
+        return image.crop((left, top, left + width, top + height))
 
 
 def to_tensor(image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -236,7 +289,8 @@ class TransformConfig:
         hflip: probability of a horizontal flip.
         color_jitter: colour-jitter strength, used when ``rand_augment`` is None; 0 disables.
         rand_augment: a RandAugment spec such as ``"rand-m9-n2"``, or None.
-        crop_pct: evaluation crops ``img_size`` out of a ``img_size / crop_pct`` resize.
+        crop_pct: evaluation crops ``img_size`` out of a ``img_size / crop_pct`` resize
+            (see :func:`eval_transform`).
     """
 
     img_size: int
@@ -250,6 +304,54 @@ class TransformConfig:
     crop_pct: float = 0.875
 
 
+def eval_transform(
+    img_size: Size,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    crop_pct: float = 0.875,
+    crop_mode: str = "center",
+    interpolation: str = "bicubic",
+) -> Compose:
+    """The evaluation pipeline, Pillow image -> ``(C, H, W)`` tensor, by timm's rules.
+
+    timm's ``transforms_imagenet_eval`` (what its validate.py runs): each side of ``img_size``
+    (a side or ``(H, W)``) is divided by ``crop_pct`` and rounded down; the image is resized to
+    that, keeping its aspect ratio (``crop_mode="center"``, :class:`ResizeShorter`) or not
+    (``"squash"``, :class:`Resize`); the centre ``img_size`` is cropped, converted and
+    normalised. Pillow resizes as torchvision does on Pillow images, so the tensors match
+    timm's. One difference: for a non-square ``img_size`` timm's centre mode resizes with
+    bilinear interpolation whatever it is told; this uses ``interpolation`` throughout.
+    """
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}.")
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}.")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {tuple(INTERPOLATIONS)}, got {interpolation!r}.")
+    height, width = _pair(img_size)
+    scaled = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+    resize = Resize if crop_mode == "squash" else ResizeShorter
+    return Compose(
+        [
+            resize(scaled, INTERPOLATIONS[interpolation]),
+            CenterCrop((height, width)),
+            to_tensor,
+            Normalize(mean, std),
+        ]
+    )
+
+
+def pretrained_eval_transform(cfg: PretrainedCfg, img_size: Size | None = None) -> Compose:
+    """The evaluation pipeline a released checkpoint was scored with, from its ``pretrained_cfg``.
+
+    ``img_size`` (a side or ``(H, W)``) replaces the cfg's input size; crop_pct, crop mode,
+    interpolation, mean and std stay the cfg's, as timm's ``resolve_data_config`` does for
+    ``validate.py --img-size``.
+    """
+    size = img_size if img_size is not None else tuple(cfg.input_size[1:])
+    return eval_transform(size, cfg.mean, cfg.std, cfg.crop_pct, cfg.crop_mode, cfg.interpolation)
+
+
 def build_transform(config: TransformConfig, train: bool) -> Compose:
     """The training (augmenting) or evaluation pipeline: Pillow image -> ``(C, H, W)`` tensor."""
     if train:
@@ -261,8 +363,6 @@ def build_transform(config: TransformConfig, train: bool) -> Compose:
         elif config.color_jitter > 0:
             steps.append(ColorJitter(config.color_jitter))
     else:
-        if not 0 < config.crop_pct <= 1:
-            raise ValueError(f"crop_pct must be in (0, 1], got {config.crop_pct}.")
-        steps = [ResizeShorter(round(config.img_size / config.crop_pct)), CenterCrop(config.img_size)]
+        return eval_transform(config.img_size, config.mean, config.std, config.crop_pct)
     steps += [to_tensor, Normalize(config.mean, config.std)]
     return Compose(steps)
