@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastervit.analysis.flops import analytic_report, flop_analysis
+from fastervit.analysis.counting import analytic_report, flop_analysis
 from fastervit.variants import create_model, list_models
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
