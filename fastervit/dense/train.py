@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from fastervit.dense.metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
-from fastervit.dense.scenes import PastedScenes, SceneConfig
+from fastervit.dense.scenes import SOURCES, PastedScenes, SceneConfig
 from fastervit.dense.upernet import SegmentationModel
 from fastervit.model import FasterViT
 from fastervit.train.optim import Lamb, param_groups_weight_decay
@@ -44,13 +44,15 @@ TINY_BACKBONE = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class DenseTrainConfig:
     """Every setting of a segmentation run (defaults: the reduced CPU run of the chapter).
 
     ``model`` is ``"tiny"`` (:data:`TINY_BACKBONE`) or a registered variant whose
     constructor arguments the backbone takes (e.g. ``faster_vit_0_224``), with one input
     channel and no classifier. ``amp`` is ``None`` or ``"bf16"`` (autocast on CUDA).
+    ``source`` is ``"fashion_mnist"`` or ``"digits"`` (:mod:`fastervit.dense.scenes`).
+    Inconsistent settings raise a ValueError here, before any work.
     """
 
     model: str = "tiny"
@@ -73,7 +75,41 @@ class DenseTrainConfig:
     device: str = "cpu"
     amp: str | None = None
     workers: int = 0
-    source: str = "auto"
+    source: str = "fashion_mnist"
+
+    def __post_init__(self) -> None:
+        height, width = self.size
+        if height < 32 or width < 32 or height % 32 or width % 32:
+            raise ValueError(
+                f"canvas sides must be positive multiples of 32 (the model's stride), got {self.size}"
+            )
+        for name in ("channels", "steps", "batch_size", "val_samples", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_every", "workers", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if self.train_samples < self.batch_size:
+            raise ValueError(
+                f"train_samples ({self.train_samples}) must be at least batch_size ({self.batch_size}): "
+                "every batch is drawn without repeats from the training canvases; raise "
+                "--train-samples or lower --batch-size"
+            )
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be at least 0 and below steps ({self.steps})"
+            )
+        if not 0 <= self.min_lr <= self.lr or self.lr <= 0:
+            raise ValueError(f"expected 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.weight_decay < 0 or not 0 <= self.drop_path < 1:
+            raise ValueError(
+                f"expected weight_decay >= 0 and 0 <= drop_path < 1, got {self.weight_decay} and {self.drop_path}"
+            )
+        if self.amp not in (None, "bf16"):
+            raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown item source {self.source!r}; expected one of {SOURCES}")
+        self.scene_config()  # checks items and scale
 
     def scene_config(self) -> SceneConfig:
         return SceneConfig(size=tuple(self.size), items=tuple(self.items), scale=tuple(self.scale))
@@ -138,13 +174,16 @@ def evaluate(
         confusion += confusion_matrix(pred, masks, dataset.num_classes, IGNORE_INDEX)
     ious = iou_per_class(confusion)
     return {
-        "miou": mean_iou(confusion),
-        "pixel_accuracy": pixel_accuracy(confusion),
-        "iou_per_class": {
-            name: (None if math.isnan(v) else float(v)) for name, v in zip(dataset.classes, ious)
-        },
+        "miou": _finite_or_none(mean_iou(confusion)),
+        "pixel_accuracy": _finite_or_none(pixel_accuracy(confusion)),
+        "iou_per_class": {name: _finite_or_none(float(v)) for name, v in zip(dataset.classes, ious)},
         "confusion": confusion.tolist(),
     }
+
+
+def _finite_or_none(value: float) -> float | None:
+    """A score for a JSON record: ``None`` where it is undefined (NaN: nothing was counted)."""
+    return value if math.isfinite(value) else None
 
 
 def train_segmentation(
@@ -178,6 +217,11 @@ def train_segmentation(
         with _autocast(config):
             logits = model(images)  # (B, K, H, W)
         loss = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss is {float(loss)} at step {step}: training diverged (try a lower "
+                "--lr), or every pixel of the batch is ignored"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
