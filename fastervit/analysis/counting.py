@@ -179,7 +179,13 @@ def flop_analysis(model: nn.Module, inputs: torch.Tensor) -> Any:
     (are not served from the inference cache) and are counted, as in a training forward
     and in the released code. Parameters that do not require gradients keep the trace light.
     """
-    from fvcore.nn import FlopCountAnalysis
+    try:
+        from fvcore.nn import FlopCountAnalysis
+    except ImportError as error:
+        raise ImportError(
+            'counting with fvcore needs it: pip install "fastervit-book[analysis]" (or use the '
+            "closed formulas: analytic_report, flops --method analytic)"
+        ) from error
 
     analysis = FlopCountAnalysis(model, inputs)
     analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
