@@ -64,7 +64,8 @@ class Counting:
             multiples of the window; the model computes them like real ones. Off: the map is
             treated as if the windows tiled it exactly (a fractional number of windows).
         mlp: count each transformer block's MLP (``C -> r C -> C``), not only its attention.
-        norms: count the LayerNorms before attention and MLP.
+        norms: count the LayerNorm before attention (and the one before the MLP, when the
+            MLP is counted).
         position_mlps: count the position MLPs, as a training forward (or an uncached one)
             runs them; off, as a cached inference forward skips them.
     """
@@ -146,9 +147,22 @@ def transformer_terms(
     """One pre-norm transformer block over ``sequences`` sequences of ``tokens`` tokens each.
 
     ``x = x + attn(norm1(x))``, ``x = x + mlp(norm2(x))``, without position MLPs (the
-    callers add those, since they depend on the grid). ``components`` names the attention,
-    MLP and norm terms; ``prefix`` starts every ``what``. Fractional sequences (a map
-    counted without padding) are rounded only in the returned terms.
+    callers add those, since they depend on the grid).
+
+    Args:
+        sequences: sequences per image (windows); fractional for a map counted without
+            padding, in which case only the returned terms are rounded.
+        tokens: tokens per sequence.
+        dim, mlp_ratio: width and MLP ratio.
+        counting: whether the MLP and the norms are counted (padding is the caller's).
+        stage: the ``stage`` of every term.
+        components: names of the attention, MLP and norm components.
+        prefix: prepended to every term's ``what`` (e.g. ``"carrier "``).
+        batch: images.
+
+    Returns:
+        Terms ``qkv``, ``q k^T``, ``attn v``, ``proj``, then ``fc1``, ``fc2``, ``norm1``,
+        ``norm2`` as counted.
     """
     attention, mlp, norms = components
     n = batch * sequences * tokens  # every token of the batch
