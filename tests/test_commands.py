@@ -149,6 +149,14 @@ def test_flops_prints_strict_json_last(capsys):
     )
 
 
+def test_flops_fvcore_and_formulas_agree_at_another_resolution(capsys):
+    """At 64 px stage 3 of a model built for 224 px is one window: both counts follow the model."""
+    code, record = _run(capsys, ["flops", *FV0, "--resolution", "64"])
+    assert code == 0 and record["method"] == "fvcore" and record["resolution"] == [64, 64]
+    assert record["params"] == 31_404_840  # FasterViT-0's released checkpoint
+    assert record["gmacs"] == record["gmacs_analytic"] > record["gmacs_cached_bias"]
+
+
 def test_flops_follows_model_kwargs(capsys):
     _, full = _run(capsys, ["flops", *FV0, "--method", "analytic"])
     _, small = _run(capsys, ["flops", *FV0, "--method", "analytic", "--model-kwargs", json.dumps(TINY)])
