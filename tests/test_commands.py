@@ -73,6 +73,11 @@ BAD_INPUTS = [
     ),
     (["export", *FV0, "--format", "onnx", "--output", "m.onnx", "--model-kwargs", "[]"], 2, "JSON object"),
     (["export", *FV0, "--format", "export", "--output", "{dir}/fv.onnx"], 1, "name the output *.pt2"),
+    (
+        ["export", *FV0, "--format", "onnx", "--output", "m.onnx", "--checkpoint", "{file}"],
+        1,
+        "not a readable checkpoint",
+    ),
     # segment
     (["segment", "--val-samples", "0"], 2, "expected an integer >= 1"),
     (["segment", "--resolution", "80"], 2, "multiples of 32"),

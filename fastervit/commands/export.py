@@ -19,8 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from fastervit.checkpoint import read_checkpoint
 from fastervit.commands.common import (
     add_resolution,
     existing_file,
@@ -37,10 +36,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
     Training checkpoints (``fastervit train``) store ``model_kwargs``; release files store none.
     """
-    with torch.serialization.safe_globals([argparse.Namespace]):  # release files hold their args
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict):
-        raise TypeError(f"{path}: expected a checkpoint dict, found {type(checkpoint).__name__}")
+    checkpoint = read_checkpoint(path)  # says clearly why a file cannot be read
     kwargs = checkpoint.get("model_kwargs")
     return checkpoint, dict(kwargs) if isinstance(kwargs, dict) else {}
 
