@@ -94,6 +94,8 @@ BAD_INPUTS = [
     (["segment", "--warmup-steps", "10", "--steps", "10"], 1, "below steps (10)"),
     (["segment", "--drop-path", "1"], 1, "drop_path"),
     (["segment", "--device", "cuda"], 1, "no CUDA device"),
+    (["segment", "--amp-dtype", "float16"], 1, "add --amp"),
+    (["segment", "--amp", "--amp-dtype", "bf16"], 2, "invalid choice"),
     # bench, train and eval: the shared flag types
     (["bench", "--rounds", "0"], 2, "expected an integer >= 1"),
     (["bench", "--iters", "0"], 2, "expected an integer >= 1"),

@@ -272,6 +272,14 @@ def test_training_runs_and_is_reproducible():
     assert again["loss_curve"] == record["loss_curve"] and again["miou"] == record["miou"]
 
 
+@pytest.mark.parametrize("amp", ["bfloat16", "float16"])
+def test_mixed_precision_training(amp):
+    """Autocast in either type (float16 with loss scaling) trains to finite losses and scores."""
+    _, record = dense_train.train_segmentation(small_config(amp=amp, source="digits", eval_every=0))
+    assert record["config"]["amp"] == amp
+    assert all(math.isfinite(v) for _, v in record["loss_curve"]) and 0.0 <= record["miou"] <= 1.0
+
+
 def test_training_command_writes_json_and_checkpoint(tmp_path, capsys):
     out, ckpt = tmp_path / "res" / "dense.json", tmp_path / "model.pt"
     argv = ["--steps", "2", "--warmup-steps", "1", "--batch-size", "4", "--train-samples", "8", "--val-samples",

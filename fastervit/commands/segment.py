@@ -3,7 +3,8 @@
 Examples::
 
     python -m fastervit segment                       # the reduced CPU run of chapter 12
-    python -m fastervit segment --model faster_vit_0_224 --resolution 256 --steps 4000 --device cuda
+    python -m fastervit segment --model faster_vit_0_224 --resolution 256 --steps 4000 --device cuda \\
+        --amp --amp-dtype bfloat16
 
 The record holds mIoU, pixel accuracy, per-class IoU (``null`` for a class that is neither
 present nor predicted), the loss and mIoU curves and the settings; ``--output`` also writes
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from fastervit.amp import AMP_DTYPES, default_amp_dtype
 from fastervit.checkpoint import atomic_path, atomic_save
 from fastervit.commands.common import (
     add_resolution,
@@ -80,7 +82,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=positive_int, default=defaults.log_every)
     p.add_argument("--seed", type=non_negative_int, default=defaults.seed)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--amp", choices=("bf16",), help="bfloat16 autocast")
+    p.add_argument("--amp", action="store_true", help="mixed precision (autocast) in --amp-dtype")
+    p.add_argument(
+        "--amp-dtype",
+        choices=tuple(AMP_DTYPES),
+        help="autocast type with --amp (default: float16 on CUDA, as in timm; bfloat16 on the CPU; "
+        "float16 gets loss scaling)",
+    )
     p.add_argument(
         "--workers",
         type=non_negative_int,
@@ -104,6 +112,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train and score; progress lines go to stderr."""
+    if args.amp_dtype and not args.amp:
+        raise ValueError(f"--amp-dtype {args.amp_dtype} takes effect with --amp; add --amp")
+    device = resolve_device(args.device)
     config = DenseTrainConfig(  # checks the settings together, before any work
         model=args.model,
         size=args.resolution or DenseTrainConfig.size,
@@ -122,10 +133,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         eval_every=args.eval_every,
         log_every=args.log_every,
         seed=args.seed,
-        amp=args.amp,
+        amp=(args.amp_dtype or default_amp_dtype(device)) if args.amp else None,
         workers=args.workers,
         source=args.source,
-        device=str(resolve_device(args.device)),
+        device=str(device),
     )
     if args.threads:
         torch.set_num_threads(args.threads)

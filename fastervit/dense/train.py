@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fastervit.amp import AMP_DTYPES, autocast
 from fastervit.dense.metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from fastervit.dense.scenes import SOURCES, PastedScenes, SceneConfig
 from fastervit.dense.upernet import SegmentationModel
@@ -50,7 +51,8 @@ class DenseTrainConfig:
 
     ``model`` is ``"tiny"`` (:data:`TINY_BACKBONE`) or a registered variant whose
     constructor arguments the backbone takes (e.g. ``faster_vit_0_224``), with one input
-    channel and no classifier. ``amp`` is ``None`` or ``"bf16"`` (autocast on CUDA).
+    channel and no classifier. ``amp`` is ``None`` (float32) or an autocast type of
+    :data:`fastervit.amp.AMP_DTYPES` (``"float16"`` is trained with loss scaling).
     ``source`` is ``"fashion_mnist"`` or ``"digits"`` (:mod:`fastervit.dense.scenes`).
     Inconsistent settings raise a ValueError here, before any work.
     """
@@ -105,8 +107,8 @@ class DenseTrainConfig:
             raise ValueError(
                 f"expected weight_decay >= 0 and 0 <= drop_path < 1, got {self.weight_decay} and {self.drop_path}"
             )
-        if self.amp not in (None, "bf16"):
-            raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be None or one of {tuple(AMP_DTYPES)}, got {self.amp!r}")
         if self.source not in SOURCES:
             raise ValueError(f"unknown item source {self.source!r}; expected one of {SOURCES}")
         self.scene_config()  # checks items and scale
@@ -148,11 +150,6 @@ def _batches(dataset: PastedScenes, config: DenseTrainConfig, generator: torch.G
         yield from loader
 
 
-def _autocast(config: DenseTrainConfig):
-    device_type = torch.device(config.device).type
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.amp == "bf16")
-
-
 @torch.no_grad()
 def evaluate(
     model: SegmentationModel,
@@ -164,12 +161,12 @@ def evaluate(
     """Score ``model`` on every canvas of ``dataset``: mIoU, pixel accuracy, IoU per class."""
     model.eval()
     confusion = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.long)
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp == "bf16")
+    precision = autocast(torch.device(device), AMP_DTYPES.get(amp))
     for start in range(0, len(dataset), batch_size):
         pairs = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         images = torch.stack([image for image, _ in pairs]).to(device)
         masks = torch.stack([mask for _, mask in pairs])
-        with autocast:
+        with precision:
             pred = model(images).argmax(1).cpu()
         confusion += confusion_matrix(pred, masks, dataset.num_classes, IGNORE_INDEX)
     ious = iou_per_class(confusion)
@@ -205,6 +202,9 @@ def train_segmentation(
     optimizer = Lamb(param_groups_weight_decay(model, config.weight_decay), lr=config.lr)
     scheduler = WarmupCosineLR(optimizer, config.warmup_steps, config.steps, config.min_lr)
     batches = _batches(train_set, config, torch.Generator().manual_seed(config.seed))
+    device = torch.device(config.device)
+    # float16's small range needs the loss scaled so that small gradients survive; bfloat16 does not
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "float16")
     loss_curve, miou_curve, running = [], [], []
     start = time.perf_counter()
     model.train()
@@ -214,7 +214,7 @@ def train_segmentation(
             images.to(config.device, non_blocking=True),
             masks.to(config.device, non_blocking=True),
         )
-        with _autocast(config):
+        with autocast(device, AMP_DTYPES.get(config.amp)):
             logits = model(images)  # (B, K, H, W)
         loss = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX)
         if not torch.isfinite(loss):
@@ -223,8 +223,9 @@ def train_segmentation(
                 "--lr), or every pixel of the batch is ignored"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         running.append(loss.detach())
         if step % config.log_every == 0 or step == config.steps:
