@@ -7,7 +7,10 @@
   dynamo-based exporter (needs the ``onnx`` and ``onnxscript`` packages: ``pip install
   "fastervit-book[export]"``); :func:`onnx_runner` runs it with ONNX Runtime.
 * :func:`export_model` does one of the two, then compares the file's outputs with the eager
-  model's on random batches of 1 and 3 images (a batch size other than the one traced).
+  model's on random batches of 1 and 3 images (a batch size other than the one traced). It
+  reports ``verified`` only when every output agrees within a tolerance scaled to that
+  output (:data:`RTOL` times its largest absolute value, plus :data:`ATOL`), and raises
+  :class:`ExportMismatchError` otherwise, leaving no file (and an existing one unchanged).
 
 The backbone is exported through :class:`BackboneFeatures`, which returns the four stage
 maps of ``forward_intermediates`` as a tuple (exporters take tensors and tuples, not lists).
@@ -18,8 +21,10 @@ Files are written atomically: into a temporary folder beside the target, then re
 import contextlib
 import importlib.util
 import logging
+import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,17 @@ FORMATS = ("export", "onnx")
 Outputs = torch.Tensor | tuple[torch.Tensor, ...]
 # Largest batch the exported graph promises to accept; the exporters need a bound.
 MAX_BATCH = 4096
+# Agreement an exported file must reach: every output within RTOL times its own largest
+# absolute value, plus ATOL (for outputs that are all near zero). Scaling with the output
+# makes one rule fit logits of size 1 and feature maps of size 100 alike; float32 exporters
+# reorder sums and reach about 1e-6 relative, so 1e-4 leaves room without hiding real bugs.
+RTOL = 1e-4
+ATOL = 1e-6
+TOLERANCE = f"every output within {RTOL:g} x its largest |value| + {ATOL:g} of eager PyTorch"
+
+
+class ExportMismatchError(ValueError):
+    """An exported file whose outputs disagree with the eager model beyond the tolerance."""
 
 
 class BackboneFeatures(nn.Module):
@@ -92,8 +108,7 @@ def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.Expo
 
 def save_program(program: torch.export.ExportedProgram, path: str | Path) -> Path:
     """Write ``program`` to ``path``, which must end in ``.pt2`` (torch.export's archive), atomically."""
-    if Path(path).suffix != ".pt2":
-        raise ValueError(f"torch.export archives are .pt2 files, got {str(path)!r}; name the output *.pt2")
+    check_output_name("export", path)
     with atomic_path(path) as tmp:
         torch.export.save(program, tmp)
     return Path(path)
@@ -174,18 +189,39 @@ def onnx_runner(path: str | Path, threads: int | None = None) -> Callable[[torch
     return run
 
 
-def max_abs_diff(reference: Outputs, candidate: Outputs) -> float:
-    """Largest absolute difference over every output tensor (shapes must agree)."""
+@dataclass(frozen=True)
+class Difference:
+    """How an exported file's outputs differ from the eager model's on one batch.
+
+    Attributes:
+        max_abs: the largest ``|exported - eager|`` over every value of every output.
+        max_rel: the largest, over outputs, of ``max |exported - eager| / max |eager|``.
+        within: every output within :data:`RTOL` times its largest ``|eager|`` plus :data:`ATOL`.
+    """
+
+    max_abs: float
+    max_rel: float
+    within: bool
+
+
+def difference(reference: Outputs, candidate: Outputs) -> Difference:
+    """Compare two outputs (a tensor or a tuple of tensors, shapes must agree)."""
     reference = (reference,) if isinstance(reference, torch.Tensor) else tuple(reference)
     candidate = (candidate,) if isinstance(candidate, torch.Tensor) else tuple(candidate)
     if len(reference) != len(candidate):
         raise ValueError(f"expected {len(reference)} outputs, got {len(candidate)}")
-    worst = 0.0
+    max_abs, max_rel, within = 0.0, 0.0, True
     for r, c in zip(reference, candidate):
         if r.shape != c.shape:
             raise ValueError(f"output shapes differ: eager {tuple(r.shape)}, exported {tuple(c.shape)}")
-        worst = max(worst, float((r.float() - c.float()).abs().max()))
-    return worst
+        diff = float((r.float() - c.float()).abs().max()) if r.numel() else 0.0
+        scale = float(r.float().abs().max()) if r.numel() else 0.0
+        if not math.isfinite(diff):
+            diff = math.inf
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf))
+        within = within and diff <= RTOL * scale + ATOL
+    return Difference(max_abs, max_rel, within)
 
 
 def compare(
@@ -194,8 +230,8 @@ def compare(
     input_shape: Sequence[int],
     batch_sizes: Sequence[int] = (1, 3),
     seed: int = 0,
-) -> dict[int, float]:
-    """Max absolute difference between ``model`` and ``runner`` on a random batch of each size.
+) -> dict[int, Difference]:
+    """How ``runner`` differs from ``model`` on a random batch of each size.
 
     ``input_shape`` is ``(C, H, W)``; inputs are standard normal from a generator seeded
     with ``seed``.
@@ -206,8 +242,16 @@ def compare(
     for batch in batch_sizes:
         x = torch.randn(batch, *input_shape, generator=generator)
         with torch.no_grad():
-            diffs[batch] = max_abs_diff(model(x), runner(x))
+            diffs[batch] = difference(model(x), runner(x))
     return diffs
+
+
+def check_output_name(fmt: str, output: str | Path) -> None:
+    """Refuse an unknown format, or a torch.export archive not named ``*.pt2``, before any work."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    if fmt == "export" and Path(output).suffix != ".pt2":
+        raise ValueError(f"torch.export archives are .pt2 files, got {str(output)!r}; name the output *.pt2")
 
 
 def export_model(
@@ -219,39 +263,58 @@ def export_model(
 ) -> dict[str, Any]:
     """Export ``model`` as ``fmt`` (``export``: a ``.pt2`` program; ``onnx``) and check the file.
 
-    The model is traced on a random batch of 2 images of ``input_shape`` ``(C, H, W)``, then
-    the saved file is loaded and compared with the eager model on batches of
-    ``batch_sizes``. Where ONNX Runtime is missing, an ONNX file is written but not checked
-    (``verified`` False, ``note`` says why).
+    The model is traced on a random batch of 2 images of ``input_shape`` ``(C, H, W)``; the
+    file is written beside ``output``, loaded back and compared with the eager model on
+    batches of ``batch_sizes``, and moved onto ``output`` only if every output agrees within
+    the tolerance (:data:`TOLERANCE`). Where ONNX Runtime is missing, an ONNX file is
+    written but not checked (``verified`` False, ``note`` says why).
 
     The model is put in eval mode (BatchNorm statistics, no dropout) and left there.
-    Returns a JSON-ready record: output path, format, input shape, file size, and
-    ``max_abs_diff`` per batch size.
+
+    Returns:
+        A JSON-ready record: output path, format, input shape, file size, ``verified``, the
+        tolerance, and per batch size ``max_abs_diff`` and ``max_rel_diff`` (the largest
+        difference relative to the output's largest absolute value).
+
+    Raises:
+        ExportMismatchError: the file disagrees with the eager model beyond the tolerance;
+            nothing is written and an existing ``output`` is left as it was.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
-    if fmt == "export" and Path(output).suffix != ".pt2":
-        raise ValueError(f"torch.export archives are .pt2 files, got {str(output)!r}; name the output *.pt2")
+    check_output_name(fmt, output)
     model.eval()
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(1))
     record: dict[str, Any] = {
         "output": str(output),
         "format": fmt,
         "input_shape": ["batch", *map(int, input_shape)],
+        "tolerance": TOLERANCE,
     }
-    if fmt == "export":
-        save_program(export_program(model, example), output)
-        runner = load_program(output)
-    else:
-        export_onnx(model, example, output)
-        try:
-            runner = onnx_runner(output)
-        except ImportError as error:
-            runner = None
-            record.update(verified=False, note=f"not checked: {error}")
-    record["file_bytes"] = Path(output).stat().st_size
-    if runner is not None:
-        diffs = compare(model, runner, input_shape, batch_sizes)
-        record.update(verified=True, max_abs_diff={str(b): d for b, d in diffs.items()})
-        record["max_abs_diff_overall"] = max(diffs.values())
+    with atomic_path(output) as staged:
+        if fmt == "export":
+            save_program(export_program(model, example), staged)
+            runner = load_program(staged)
+        else:
+            export_onnx(model, example, staged)
+            try:
+                runner = onnx_runner(staged)
+            except ImportError as error:
+                runner = None
+                record.update(verified=False, note=f"not checked: {error}")
+        record["file_bytes"] = staged.stat().st_size
+        if runner is not None:
+            diffs = compare(model, runner, input_shape, batch_sizes)
+            record.update(
+                verified=True,
+                max_abs_diff={str(b): d.max_abs for b, d in diffs.items()},
+                max_rel_diff={str(b): d.max_rel for b, d in diffs.items()},
+                max_abs_diff_overall=max(d.max_abs for d in diffs.values()),
+            )
+            failed = {b: d for b, d in diffs.items() if not d.within}
+            if failed:
+                batch, worst = max(failed.items(), key=lambda item: item[1].max_rel)
+                raise ExportMismatchError(
+                    f"the exported {fmt} file disagrees with eager PyTorch: at batch {batch} an output "
+                    f"differs by {worst.max_abs:.3g} ({worst.max_rel:.3g} of its largest value), beyond "
+                    f"the tolerance ({TOLERANCE}); nothing was written to {output}"
+                )
     return record

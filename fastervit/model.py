@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastervit.geometry import has_carrier_tokens, stage_geometry, stage_side
 from fastervit.layers import HAT, ConvBlock, Downsample, LayerNorm2d, Stem, TokenInitializer
 from fastervit.layers.attention import attention_modules
 from fastervit.layers.linear import Linear
@@ -93,11 +94,8 @@ class FasterViTLayer(nn.Module):
         drop_path = list(drop_path) or [0.0] * depth
         self.conv = conv
         self.window_size = window_size
-        # Windows after padding, as the release's any-resolution models count them. Its
-        # fixed-resolution class rounds down, which differs only where that class cannot run
-        # (a side of 8-13 with window 7, e.g. resolution=192); see book/errata.md (d).
-        windows = tuple(math.ceil(side / window_size) for side in input_resolution)
-        self.built_windows: Grid = windows
+        geometry = stage_geometry(input_resolution, window_size, hat and not conv)
+        self.built_windows: Grid = geometry.windows
         # Carrier-token modules exist in every hierarchical-attention stage, whatever the build
         # resolution (the release omits them where it leaves a single window), so that any
         # checkpoint loads at any resolution; the forward decides from the input's size.
@@ -112,7 +110,7 @@ class FasterViTLayer(nn.Module):
                     dim,
                     num_heads,
                     window_size,
-                    windows=windows if carrier else None,
+                    windows=geometry.windows if carrier else None,
                     ct_size=ct_size,
                     mlp_ratio=mlp_ratio,
                     qkv_bias=qkv_bias,
@@ -140,7 +138,7 @@ class FasterViTLayer(nn.Module):
         Hp, Wp = x.shape[2:]
         windows = (Hp // w, Wp // w)
         # A single window already attends globally: carrier tokens would add nothing.
-        carrier = self.global_tokenizer is not None and windows[0] * windows[1] > 1
+        carrier = has_carrier_tokens(windows, self.global_tokenizer is not None)
         ct = self.global_tokenizer(x, w) if carrier else None  # (B, nh*nw*ct*ct, C)
         x = window_partition(x, w)  # (B*nh*nw, w*w, C)
         for block in self.blocks:
@@ -231,7 +229,7 @@ class FasterViT(nn.Module):
                 FasterViTLayer(
                     dim=self.dims[i],
                     depth=depths[i],
-                    input_resolution=(int(2 ** (-2 - i) * height), int(2 ** (-2 - i) * width)),
+                    input_resolution=stage_side((height, width), i),
                     num_heads=num_heads[i],
                     window_size=window_size[i],
                     ct_size=ct_size,

@@ -9,28 +9,21 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from fastervit.analysis import Counting, block_macs
+
 FIGURES = Path(__file__).resolve().parent.parent / "book" / "figures"
 # Without this, matplotlib stamps its version into the PNG and every upgrade changes it.
 PNG_METADATA = {"Software": None}
 
 
-def attention_macs(tokens: int, channels: int, window: int | None) -> int:
-    """Multiply-adds of one self-attention layer over `tokens` tokens of width `channels`.
-
-    The projections (q, k, v and output) cost 4 N C^2; the attention matrix and its
-    product with the values cost 2 N M C, where M is the number of tokens each query sees:
-    all N for global attention, window**2 for windowed attention.
-    """
-    seen = tokens if window is None else window**2
-    return 4 * tokens * channels**2 + 2 * tokens * seen * channels
-
-
 def attention_cost(path: Path, channels: int = 256, window: int = 7, stride: int = 16) -> None:
     """Plot global vs windowed attention cost against the input image side."""
     sides = list(range(224, 1024 + 1, 32))
-    tokens = [(side // stride) ** 2 for side in sides]
-    global_cost = [attention_macs(n, channels, None) / 1e9 for n in tokens]
-    window_cost = [attention_macs(n, channels, window) / 1e9 for n in tokens]
+    maps = [(side // stride, side // stride) for side in sides]
+    # the intro's formula: the attention layer alone, the map cut exactly into windows
+    layer = Counting(padding=False, mlp=False, norms=False)
+    global_cost = [block_macs("global", m, channels, 8, counting=layer) / 1e9 for m in maps]
+    window_cost = [block_macs("window", m, channels, 8, window, counting=layer) / 1e9 for m in maps]
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     ax.plot(sides, global_cost, marker="o", markersize=3, label="global attention, $O(N^2)$")

@@ -28,16 +28,16 @@ if [ "${DENSE_SMOKE:-0}" = "1" ]; then
     RESULTS_DIR=${RESULTS_DIR:-$(mktemp -d -t dense_smoke.XXXXXX)}
     CKPT_DIR=${CKPT_DIR:-$RESULTS_DIR}
     COMMON=(--device cpu --workers 2 --train-samples 64 --val-samples 16 --log-every 2 --eval-every 2)
-    FV0=(--model faster_vit_0_224 --size 64 --steps 4 --warmup-steps 1 --batch-size 4)
-    TINY=(--model tiny --size 64 --steps 4 --warmup-steps 1 --batch-size 4)
+    FV0=(--model faster_vit_0_224 --resolution 64 --steps 4 --warmup-steps 1 --batch-size 4)
+    TINY=(--model tiny --resolution 64 --steps 4 --warmup-steps 1 --batch-size 4)
 else
     RESULTS_DIR=${RESULTS_DIR:-results/dense}
     CKPT_DIR=${CKPT_DIR:-runs/dense}
     "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: run on a GPU machine, or set DENSE_SMOKE=1 for the CPU smoke test')"
-    COMMON=(--device cuda --amp bf16 --workers "$WORKERS" --val-samples 1000 --log-every 100)
-    FV0=(--model faster_vit_0_224 --size 256 --items 3 8 --scale 0.15 0.4 --channels 128 --steps 6000
+    COMMON=(--device cuda --amp --amp-dtype bfloat16 --workers "$WORKERS" --val-samples 1000 --log-every 100)
+    FV0=(--model faster_vit_0_224 --resolution 256 --items 3 8 --scale 0.15 0.4 --channels 128 --steps 6000
          --batch-size 32 --lr 5e-3 --warmup-steps 500 --drop-path 0.1 --train-samples 400000 --eval-every 1000)
-    TINY=(--model tiny --size 64 --steps 4000 --warmup-steps 200 --train-samples 40000 --eval-every 500)
+    TINY=(--model tiny --resolution 64 --steps 4000 --warmup-steps 200 --train-samples 40000 --eval-every 500)
 fi
 mkdir -p "$RESULTS_DIR" "$CKPT_DIR"
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)" >&2; }

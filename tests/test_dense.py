@@ -3,8 +3,10 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fastervit import FasterViT
 from fastervit.commands.cli import main
@@ -22,6 +24,7 @@ from fastervit.dense import (
     pixel_accuracy,
 )
 from fastervit.dense import train as dense_train
+from fastervit.dense.scenes import render_item, silhouette
 
 WIDTHS = (16, 32, 64, 128)
 SIZES = [(64, 64), (64, 96), (96, 64), (128, 160)]
@@ -113,26 +116,69 @@ def test_scene_contents():
     values = set(masks.unique().tolist())
     assert 0 in values and IGNORE_INDEX in values and values <= set(range(11)) | {IGNORE_INDEX}
     assert scenes.num_classes == 11 and scenes.classes[0] == "background"
-    # Pixels of an item are at least as bright as the threshold; the background is noise.
-    items = (masks > 0) & (masks != IGNORE_INDEX)
-    assert images[:, 0][items].min() >= scenes.config.threshold
-    assert images[:, 0][masks == 0].max() <= max(scenes.config.noise, scenes.config.ignore_below)
+    # the background is noise, away from the items' outlines (where it is faintly blended)
+    item = (masks != 0).float()[:, None]
+    open_background = F.max_pool2d(item, 3, stride=1, padding=1)[:, 0] == 0
+    assert images[:, 0][open_background].max() <= scenes.config.noise
+    # the ignored band is thin: every ignored pixel touches a pixel of another label
+    ignored = masks == IGNORE_INDEX
+    assert ignored.float().mean() < 0.1
+    neighbours = F.max_pool2d((~ignored).float()[:, None], 3, stride=1, padding=1)[:, 0]
+    assert bool(neighbours[ignored].all())
 
 
-def test_scenes_fall_back_to_digits_with_a_message(no_datasets):
-    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
-        PastedScenes("train", 4, source="fashion_mnist")
-    with pytest.warns(UserWarning, match="Falling back to scikit-learn's 8x8 digits"):
-        scenes = PastedScenes("train", 4, source="auto")
+def _dark_coat():
+    """A 28x28 item: a dark garment (intensity 20/255, below the old 0.25 cut) with a bright
+    outline and a black stripe across its inside (0, darker than the canvas' noise)."""
+    item = np.zeros((28, 28), np.uint8)
+    item[4:24, 6:22] = 20
+    item[4:24, [6, 21]] = item[[4, 23], 6:22] = 200
+    item[12:14, 8:20] = 0  # the stripe, enclosed by the garment
+    return item
+
+
+def test_the_mask_is_the_filled_silhouette():
+    item = _dark_coat()
+    shape = silhouette(item, threshold=0.05)
+    assert shape[4:24, 6:22].all() and shape.sum() == 20 * 16  # stripe filled, nothing outside
+    speck = item.copy()
+    speck[0, 0] = 255  # one stray bright pixel is noise, not part of the item
+    assert np.array_equal(silhouette(speck, threshold=0.05), shape)
+    value, coverage = render_item(item, 56, threshold=0.05)
+    assert value.shape == coverage.shape == (56, 56)
+    inside, outside = coverage[12:44, 16:40], coverage[:4]
+    assert (inside > 0.999).all() and (outside == 0).all()  # the dark stripe (rows 24-27) is inside
+
+
+def test_dark_items_and_their_stripes_are_labelled_not_ignored(monkeypatch):
+    """One dark item per canvas: its whole silhouette takes its class but for a thin band."""
+    config = SceneConfig(size=(64, 64), items=(1, 1), scale=(0.8, 0.8))
+    scenes = PastedScenes("val", 4, config, source="digits")
+    scenes.items = np.stack([_dark_coat()] * 4)
+    scenes.item_labels = np.array([4, 4, 4, 4])  # "Coat" among the digits' labels: class 5
+    _, masks = scenes.tensors()
+    labelled, ignored = (masks == 5).sum(dim=(1, 2)), (masks == IGNORE_INDEX).sum(dim=(1, 2))
+    side = round(0.8 * 64)  # 51 px: the 20x16 silhouette becomes about 36x29
+    area = (20 / 28 * side) * (16 / 28 * side)
+    assert (labelled > 0.85 * area).all() and (ignored < 0.2 * area).all()
+
+
+def test_missing_fashion_mnist_is_an_error_not_a_fallback(no_datasets):
+    with pytest.raises(FileNotFoundError, match="FASTERVIT_DATA"):
+        PastedScenes("train", 4)
+    with pytest.raises(ValueError, match="unknown item source 'auto'"):
+        PastedScenes("train", 4, source="auto")
+    scenes = PastedScenes("train", 4, source="digits")  # asked for explicitly, still fine
     assert scenes.source == "digits" and scenes.classes[1:] == tuple("0123456789")
-    assert scenes[0][0].shape == (1, 64, 64)
 
 
 def test_scene_config_is_checked():
-    with pytest.raises(ValueError, match="ignore_below"):
-        SceneConfig(threshold=0.1, ignore_below=0.2)
+    with pytest.raises(ValueError, match="band"):
+        SceneConfig(band=(0.8, 0.2))
     with pytest.raises(ValueError, match="items"):
         SceneConfig(items=(3, 2))
+    with pytest.raises(ValueError, match="threshold"):
+        SceneConfig(threshold=0.0)
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -175,6 +221,43 @@ def small_config(**overrides):
     return dense_train.DenseTrainConfig(**{**settings, **overrides})
 
 
+def test_a_batch_larger_than_the_training_set_is_refused_not_an_endless_loop():
+    with pytest.raises(ValueError, match=r"train_samples \(4\) must be at least batch_size \(8\)"):
+        dense_train.DenseTrainConfig(batch_size=8, train_samples=4)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"size": (64, 80)}, "multiples of 32"),
+        ({"val_samples": 0}, "val_samples"),
+        ({"warmup_steps": 400}, "warmup_steps"),
+        ({"min_lr": 1.0}, "min_lr"),
+        ({"source": "auto"}, "unknown item source"),
+        ({"scale": (0.5, 1.5)}, "scale"),
+    ],
+)
+def test_inconsistent_settings_are_refused_before_any_work(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        dense_train.DenseTrainConfig(**overrides)
+
+
+def test_scores_of_nothing_are_null_not_nan():
+    """A validation set whose pixels are all ignored has no mIoU: JSON null, not NaN."""
+
+    class AllIgnored(PastedScenes):
+        def __getitem__(self, index):
+            image, mask = super().__getitem__(index)
+            return image, torch.full_like(mask, IGNORE_INDEX)
+
+    scenes = AllIgnored("val", 2, source="digits")
+    model = SegmentationModel(tiny_backbone(), scenes.num_classes, channels=8)
+    scores = dense_train.evaluate(model, scenes)
+    assert scores["miou"] is None and scores["pixel_accuracy"] is None
+    assert set(scores["iou_per_class"].values()) == {None}
+    json.dumps(scores, allow_nan=False)  # strict JSON
+
+
 def test_training_runs_and_is_reproducible():
     model, record = dense_train.train_segmentation(small_config())
     assert isinstance(model, SegmentationModel)
@@ -188,10 +271,18 @@ def test_training_runs_and_is_reproducible():
     assert again["loss_curve"] == record["loss_curve"] and again["miou"] == record["miou"]
 
 
+@pytest.mark.parametrize("amp", ["bfloat16", "float16"])
+def test_mixed_precision_training(amp):
+    """Autocast in either type (float16 with loss scaling) trains to finite losses and scores."""
+    _, record = dense_train.train_segmentation(small_config(amp=amp, source="digits", eval_every=0))
+    assert record["config"]["amp"] == amp
+    assert all(math.isfinite(v) for _, v in record["loss_curve"]) and 0.0 <= record["miou"] <= 1.0
+
+
 def test_training_command_writes_json_and_checkpoint(tmp_path, capsys):
     out, ckpt = tmp_path / "res" / "dense.json", tmp_path / "model.pt"
     argv = ["--steps", "2", "--warmup-steps", "1", "--batch-size", "4", "--train-samples", "8", "--val-samples",
-            "4", "--channels", "8", "--size", "64", "96", "--device", "cpu", "--output", str(out),
+            "4", "--channels", "8", "--resolution", "64", "96", "--device", "cpu", "--output", str(out),
             "--checkpoint", str(ckpt)]  # fmt: skip
     assert main(["segment", *argv]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

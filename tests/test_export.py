@@ -6,13 +6,18 @@ import json
 import pytest
 import torch
 
+import fastervit.export
 from fastervit import FasterViT, save_checkpoint
 from fastervit.commands.cli import main
 from fastervit.dense import SegmentationModel
 from fastervit.export import (
+    ATOL,
+    RTOL,
     BackboneFeatures,
+    ExportMismatchError,
     atomic_path,
     compare,
+    difference,
     explicit_attention,
     export_model,
     export_program,
@@ -55,7 +60,7 @@ def test_torch_export_round_trip_with_dynamic_batch(model, tmp_path):
     path = tmp_path / "classifier.pt2"
     record = export_model(model, "export", path, SHAPE)
     assert record["verified"] and set(record["max_abs_diff"]) == {"1", "3"}
-    assert record["max_abs_diff_overall"] < 1e-5
+    assert record["max_abs_diff_overall"] < 1e-5 and max(record["max_rel_diff"].values()) <= RTOL
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classifier.pt2"]  # no temporary left
     assert load_program(path)(torch.randn(5, *SHAPE)).shape == (5, 10)
 
@@ -67,7 +72,7 @@ def test_torch_export_of_the_backbone_returns_four_maps(model, tmp_path):
     maps = runner(torch.randn(3, *SHAPE))
     assert [tuple(m.shape) for m in maps] == [(3, 16, 16, 16), (3, 32, 8, 8), (3, 64, 4, 4), (3, 128, 2, 2)]
     diffs = compare(BackboneFeatures(model), runner, SHAPE)
-    assert max(diffs.values()) < 1e-5
+    assert all(d.within for d in diffs.values()) and max(d.max_abs for d in diffs.values()) < 1e-5
 
 
 def test_torch_export_of_a_segmentation_model(tmp_path):
@@ -85,6 +90,49 @@ def test_onnx_round_trip_with_dynamic_batch(model, tmp_path):
     assert record["verified"] and record["max_abs_diff_overall"] < 1e-4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert all(m.fused for m in model.modules() if hasattr(m, "fused"))  # switched back
+
+
+def test_the_tolerance_scales_with_each_output():
+    torch.manual_seed(0)
+    logits, maps = torch.randn(3, 10), 1000 * torch.randn(3, 8, 4, 4)
+    # the same relative error passes on outputs of any size ...
+    for reference in (logits, maps):
+        scale = float(reference.abs().max())
+        assert difference(reference, reference + 0.5 * RTOL * scale).within
+        assert not difference(reference, reference + 2 * RTOL * scale).within
+    # ... and an absolute error that is small for the maps is large for the logits
+    assert difference(maps, maps + 0.01).within and not difference(logits, logits + 0.01).within
+    assert not difference((logits, maps), (logits + 0.01, maps)).within  # every output must pass
+    zeros = torch.zeros(3, 10)  # all-zero outputs: only the absolute floor applies
+    assert difference(zeros, zeros + ATOL / 2).within and not difference(zeros, zeros + 2 * ATOL).within
+    assert not difference(logits, torch.full_like(logits, float("nan"))).within
+    with pytest.raises(ValueError, match="shapes differ"):
+        difference(logits, logits[:2])
+
+
+def _sabotaged(load):
+    """A loader whose program is off by 1 % of each output's largest value."""
+
+    def sabotaged_load(path):
+        program = load(path)
+
+        def run(x):
+            out = program(x)
+            return out + 0.01 * out.abs().max()
+
+        return run
+
+    return sabotaged_load
+
+
+def test_a_file_that_disagrees_is_refused_and_not_written(model, tmp_path, monkeypatch):
+    path = tmp_path / "classifier.pt2"
+    path.write_bytes(b"an earlier export")
+    monkeypatch.setattr(fastervit.export, "load_program", _sabotaged(load_program))
+    with pytest.raises(ExportMismatchError, match="disagrees with eager PyTorch"):
+        export_model(model, "export", path, SHAPE)
+    assert path.read_bytes() == b"an earlier export"  # the earlier file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classifier.pt2"]  # no temporary left
 
 
 def test_explicit_attention_restores_the_setting(model):
@@ -140,7 +188,16 @@ def test_cli_exports_a_checkpoint_backbone_to_onnx(tmp_path, capsys):
             "--backbone", "--format", "onnx", "--output", str(output)]  # fmt: skip
     code, record = _cli(capsys, argv)  # the backbone's four maps, with the checkpoint's weights
     assert code == 0 and record["backbone"] and record["verified"] and record["max_abs_diff_overall"] < 1e-4
-    assert max(compare(BackboneFeatures(trained), onnx_runner(output), SHAPE).values()) < 1e-4
+    diffs = compare(BackboneFeatures(trained), onnx_runner(output), SHAPE)
+    assert all(d.within for d in diffs.values()) and max(d.max_abs for d in diffs.values()) < 1e-4
+
+
+def test_cli_fails_when_the_file_disagrees(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fastervit.export, "load_program", _sabotaged(load_program))
+    output = tmp_path / "fv.pt2"
+    code, record = _cli(capsys, ["export", *_tiny_flags(), "--format", "export", "--output", str(output)])
+    assert code == 1 and record["status"] == "error" and record["error_type"] == "ExportMismatchError"
+    assert "beyond the tolerance" in record["error"] and not output.exists()
 
 
 def test_cli_reports_errors_as_json(tmp_path, capsys):

@@ -1,25 +1,48 @@
-"""Measuring the model: FLOPs and parameters (chapter 8), throughput and latency (chapter 9)."""
+"""Measuring the model: FLOPs and parameters (chapter 8), throughput and latency (chapter 9).
 
-from fastervit.analysis.flops import (
-    COMPONENTS,
+* :mod:`~fastervit.analysis.formulas`: the closed formulas, the book's one cost model;
+* :mod:`~fastervit.analysis.counting`: fvcore's count of a traced forward and the report;
+* :mod:`~fastervit.analysis.benchmark`: throughput and latency.
+"""
+
+from fastervit.analysis.counting import (
     FlopReport,
-    Term,
     analytic_report,
-    analytic_terms,
     build_for_counting,
     count_flops,
     count_params,
+    flop_analysis,
     sdpa_flop_jit,
+)
+from fastervit.analysis.formulas import (
+    ATTENTION,
+    BLOCK,
+    COMPONENTS,
+    UNCACHED,
+    Counting,
+    Term,
+    analytic_terms,
+    attention_entries,
+    block_macs,
+    block_terms,
 )
 
 __all__ = [
+    "ATTENTION",
+    "BLOCK",
     "COMPONENTS",
+    "UNCACHED",
+    "Counting",
     "FlopReport",
     "Term",
     "analytic_report",
     "analytic_terms",
+    "attention_entries",
+    "block_macs",
+    "block_terms",
     "build_for_counting",
     "count_flops",
     "count_params",
+    "flop_analysis",
     "sdpa_flop_jit",
 ]

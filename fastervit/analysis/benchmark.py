@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastervit.analysis.flops import analytic_report, flop_analysis
+from fastervit.analysis.counting import analytic_report, flop_analysis
 from fastervit.deploy import EAGER, DeployOptions, ablation_options, cpu_flags, deploy, native_bf16
 from fastervit.export import export_onnx, onnx_runner
 from fastervit.variants import create_model, list_models

@@ -8,6 +8,7 @@ with status 2 (and, like every command, prints a JSON record as its last line).
 import argparse
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,42 @@ def json_object(text: str) -> dict[str, Any]:
 
 
 def output_path(text: str) -> Path:
-    """A file or folder to write: refused when empty or when a parent is a file, before any work."""
+    """A file or folder to write, checked before any work.
+
+    Refused: an empty path, a path whose parent is a file ("not a directory"), and a path
+    whose nearest existing parent folder cannot be written to. Missing folders are fine:
+    the writer creates them.
+    """
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     path = Path(text)
     for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r}: {parent} is not a directory")
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text!r}: {parent} is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise argparse.ArgumentTypeError(f"{text!r}: the folder {parent} is not writable")
+            break
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A file to write: :func:`output_path`, and not an existing folder."""
+    path = output_path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; name the file to write inside it")
+    return path
+
+
+def existing_file(text: str) -> Path:
+    """A file to read: it must exist and be a file, before any work."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
     return path
 
 

@@ -8,40 +8,42 @@ Examples::
     python -m fastervit export --model faster_vit_0_224 --checkpoint run/best.pt --format onnx --output m.onnx
 
 The batch dimension stays dynamic; height and width are fixed (``--resolution``, default the
-model's). The last line printed is a JSON record with the output path, the format and the
-largest absolute difference from the eager model on random batches of 1 and 3 images.
+model's). The file is loaded back and compared with the eager model on random batches of 1
+and 3 images; it is written only if every output agrees within 1e-4 of its own largest
+absolute value (plus 1e-6), and the command fails otherwise. The last line printed is a JSON
+record with the output path, the format, ``verified``, the tolerance and the largest absolute
+and relative differences per batch size.
 """
 
 import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from fastervit.commands.common import add_resolution, json_object, non_negative_int, output_path
-from fastervit.export import FORMATS, BackboneFeatures, export_model
+from fastervit.checkpoint import read_checkpoint
+from fastervit.commands.common import (
+    add_resolution,
+    existing_file,
+    json_object,
+    non_negative_int,
+    output_file,
+)
+from fastervit.export import FORMATS, BackboneFeatures, check_output_name, export_model
 from fastervit.variants import create_model
 
 
-def _read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """A checkpoint file, read once: ``(the file's dict, constructor arguments it stores)``.
 
     Training checkpoints (``fastervit train``) store ``model_kwargs``; release files store none.
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; pass a release file or a `fastervit train` best.pt/last.pt"
-        )
-    with torch.serialization.safe_globals([argparse.Namespace]):  # release files hold their args
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict):
-        raise TypeError(f"{path}: expected a checkpoint dict, found {type(checkpoint).__name__}")
+    checkpoint = read_checkpoint(path)  # says clearly why a file cannot be read
     kwargs = checkpoint.get("model_kwargs")
     return checkpoint, dict(kwargs) if isinstance(kwargs, dict) else {}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build (and load) the model, export it, compare the file with the eager model."""
+    check_output_name(args.format, args.output)
     checkpoint, overrides = _read_checkpoint(args.checkpoint) if args.checkpoint else (None, {})
     overrides.update(args.model_kwargs or {})
     if args.resolution:
@@ -50,14 +52,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         overrides["num_classes"] = args.num_classes
     model = create_model(args.model, pretrained=checkpoint, **overrides).eval()
     height, width = model.resolution
-    if height % 32 or width % 32:
-        raise ValueError(f"--resolution must have sides divisible by 32, got {height}x{width}")
+    if height % 32 or width % 32:  # a model_kwargs resolution; --resolution is checked when parsed
+        raise ValueError(f"the resolution must have sides divisible by 32, got {height}x{width}")
     exported = BackboneFeatures(model) if args.backbone else model
     record = export_model(exported, args.format, args.output, (model.in_chans, height, width))
     return {
         "model": args.model,
         "backbone": args.backbone,
-        "checkpoint": args.checkpoint,
+        "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
         **record,
     }
 
@@ -70,9 +72,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=FORMATS,
         help="'export': a torch.export program (.pt2); 'onnx': an ONNX file",
     )
-    p.add_argument("--output", required=True, type=output_path, help="the file to write (written atomically)")
+    p.add_argument(
+        "--output", required=True, type=output_file, help="the file to write (only once it is verified)"
+    )
     add_resolution(p, "input size the file is fixed to, sides multiples of 32 (default: the model's)")
-    p.add_argument("--checkpoint", help="weights to load (release format or a `fastervit train` checkpoint)")
+    p.add_argument(
+        "--checkpoint",
+        type=existing_file,
+        help="weights to load (release format or a `fastervit train` checkpoint)",
+    )
     p.add_argument(
         "--backbone",
         action="store_true",

@@ -3,10 +3,14 @@
 Examples::
 
     python -m fastervit segment                       # the reduced CPU run of chapter 12
-    python -m fastervit segment --model faster_vit_0_224 --size 256 --steps 4000 --device cuda
+    python -m fastervit segment --model faster_vit_0_224 --resolution 256 --steps 4000 --device cuda \\
+        --amp --amp-dtype bfloat16
 
-The record holds mIoU, pixel accuracy, per-class IoU, the loss and mIoU curves and the
-settings; ``--output`` also writes it to a file, ``--checkpoint`` saves the trained weights.
+The record holds mIoU, pixel accuracy, per-class IoU (``null`` for a class that is neither
+present nor predicted), the loss and mIoU curves and the settings; ``--output`` also writes
+it to a file, ``--checkpoint`` saves the trained weights. Fashion-MNIST must be present
+(``--source digits`` pastes scikit-learn's digits instead); inconsistent settings, such as a
+batch larger than the training set, are refused before any work.
 """
 
 import argparse
@@ -16,15 +20,20 @@ from typing import Any
 
 import torch
 
+from fastervit.amp import AMP_DTYPES, default_amp_dtype
 from fastervit.checkpoint import atomic_path, atomic_save
 from fastervit.commands.common import (
+    add_resolution,
+    non_negative_float,
     non_negative_int,
-    output_path,
+    output_file,
     positive_float,
     positive_int,
+    probability,
     resolve_device,
     to_json,
 )
+from fastervit.dense.scenes import SOURCES
 from fastervit.dense.train import DenseTrainConfig, train_segmentation
 
 
@@ -33,24 +42,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=defaults.model, help="'tiny' or a registered variant, e.g. faster_vit_0_224"
     )
-    p.add_argument(
-        "--size",
-        type=positive_int,
-        nargs="+",
-        default=list(defaults.size),
-        metavar="H [W]",
-        help="canvas size, sides divisible by 32",
-    )
+    add_resolution(p, f"canvas size, sides multiples of 32 (default: {defaults.size[0]} {defaults.size[1]})")
     p.add_argument(
         "--items", type=positive_int, nargs=2, default=list(defaults.items), metavar=("MIN", "MAX")
     )
     p.add_argument(
         "--scale",
-        type=positive_float,
+        type=probability,
         nargs=2,
         default=list(defaults.scale),
         metavar=("MIN", "MAX"),
-        help="item side as a fraction of the canvas' shorter side",
+        help="item side as a fraction of the canvas' shorter side, in (0, 1]",
     )
     p.add_argument(
         "--channels", type=positive_int, default=defaults.channels, help="width of the UperNet head"
@@ -58,11 +60,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=defaults.steps)
     p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     p.add_argument("--lr", type=positive_float, default=defaults.lr)
-    p.add_argument("--min-lr", type=positive_float, default=defaults.min_lr)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--min-lr", type=non_negative_float, default=defaults.min_lr)
+    p.add_argument("--weight-decay", type=non_negative_float, default=defaults.weight_decay)
     p.add_argument("--warmup-steps", type=non_negative_int, default=defaults.warmup_steps)
-    p.add_argument("--drop-path", type=float, default=defaults.drop_path)
-    p.add_argument("--train-samples", type=positive_int, default=defaults.train_samples)
+    p.add_argument(
+        "--drop-path", type=probability, default=defaults.drop_path, help="stochastic depth, in [0, 1)"
+    )
+    p.add_argument(
+        "--train-samples",
+        type=positive_int,
+        default=defaults.train_samples,
+        help="training canvases, at least --batch-size",
+    )
     p.add_argument("--val-samples", type=positive_int, default=defaults.val_samples)
     p.add_argument(
         "--eval-every",
@@ -71,35 +80,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="validate every N steps (0: at the end)",
     )
     p.add_argument("--log-every", type=positive_int, default=defaults.log_every)
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=non_negative_int, default=defaults.seed)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--amp", choices=("bf16",), help="bfloat16 autocast")
+    p.add_argument("--amp", action="store_true", help="mixed precision (autocast) in --amp-dtype")
+    p.add_argument(
+        "--amp-dtype",
+        choices=tuple(AMP_DTYPES),
+        help="autocast type with --amp (default: float16 on CUDA, as in timm; bfloat16 on the CPU; "
+        "float16 gets loss scaling)",
+    )
     p.add_argument(
         "--workers",
         type=non_negative_int,
         default=defaults.workers,
         help="data-loader workers (0: all in memory)",
     )
-    p.add_argument("--source", choices=("auto", "fashion_mnist", "digits"), default=defaults.source)
+    p.add_argument(
+        "--source",
+        choices=SOURCES,
+        default=defaults.source,
+        help="items to paste: Fashion-MNIST (default), or scikit-learn's digits for a quick try",
+    )
     p.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--output", type=output_path, help="also write the JSON record here (atomically)")
+    p.add_argument("--output", type=output_file, help="also write the JSON record here (atomically)")
     p.add_argument(
         "--checkpoint",
-        type=output_path,
+        type=output_file,
         help="save {'state_dict', 'config'} of the trained model here (atomically)",
     )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train and score; progress lines go to stderr."""
+    if args.amp_dtype and not args.amp:
+        raise ValueError(f"--amp-dtype {args.amp_dtype} takes effect with --amp; add --amp")
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if len(args.size) not in (1, 2):
-        raise ValueError(f"--size takes H or H W, got {args.size}")
-    config = DenseTrainConfig(
+    config = DenseTrainConfig(  # checks the settings together, before any work
         model=args.model,
-        size=(args.size[0], args.size[-1]),
+        size=args.resolution or DenseTrainConfig.size,
         items=tuple(args.items),
         scale=tuple(args.scale),
         channels=args.channels,
@@ -115,13 +133,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         eval_every=args.eval_every,
         log_every=args.log_every,
         seed=args.seed,
-        amp=args.amp,
+        amp=(args.amp_dtype or default_amp_dtype(device)) if args.amp else None,
         workers=args.workers,
         source=args.source,
         device=str(device),
     )
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, record = train_segmentation(config, progress=lambda entry: print(to_json(entry), file=sys.stderr))
-    if device.type == "cuda":
+    if config.device.startswith("cuda"):
         record["device_name"] = torch.cuda.get_device_name()
     record["torch_version"] = torch.__version__
     if args.checkpoint:

@@ -54,10 +54,11 @@ def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
 
 
 def mean_iou(confusion: torch.Tensor) -> float:
-    """Mean of :func:`iou_per_class` over the classes with a non-empty union."""
+    """Mean of :func:`iou_per_class` over the classes with a non-empty union (NaN if none has one)."""
     return float(iou_per_class(confusion).nanmean())
 
 
 def pixel_accuracy(confusion: torch.Tensor) -> float:
-    """Fraction of (non-ignored) pixels whose class is right."""
-    return float(confusion.diagonal().sum() / confusion.sum().clamp(min=1))
+    """Fraction of (non-ignored) pixels whose class is right (NaN if no pixel was counted)."""
+    total = confusion.sum()
+    return float(confusion.diagonal().sum() / total) if total > 0 else float("nan")

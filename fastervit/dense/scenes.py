@@ -2,32 +2,39 @@
 
 Every sample is a grayscale canvas with a few items (28x28 Fashion-MNIST images) pasted at
 random positions and sizes, later items covering earlier ones, over faint noise. Its mask
-gives every pixel a class:
+gives every pixel a class, from each item's *silhouette*:
 
-* ``0`` (background) where no item is;
-* ``1 + item class`` where an item's intensity is at least ``threshold``;
-* ``255`` (:data:`~fastervit.dense.metrics.IGNORE_INDEX`) on the faint rim of an item,
-  intensities in ``[ignore_below, threshold)``: whether such a pixel belongs to the item is
-  a matter of taste, so it is neither trained on nor scored.
+* the silhouette is the item's shape at its native size: the pixels at least
+  ``threshold`` bright, with the holes enclosed by them filled (a dark stripe or a dark
+  garment is still the garment) and specks of fewer than :data:`SPECK` pixels dropped;
+* resized to the item's size on the canvas (bilinear), it becomes a *coverage* in [0, 1];
+  the item is alpha-composited over the canvas with it;
+* ``1 + item class`` where the coverage is at least ``band[1]``; ``255``
+  (:data:`~fastervit.dense.metrics.IGNORE_INDEX`) on the thin band where it lies in
+  ``[band[0], band[1])``, about one pixel wide along the outline, where a pixel is partly
+  item and partly what lies below: it is neither trained on nor scored; what lay below
+  elsewhere (``0``, background, where no item is).
 
 A sample is a function of ``(seed, split, index)`` only: the same in every run, worker and
 order. ``train`` pastes items from Fashion-MNIST's training set, ``val`` from its test set.
-Without the Debian package ``dataset-fashion-mnist`` (see :mod:`fastervit.data.datasets`),
-``source="auto"`` warns and pastes scikit-learn's 8x8 digits instead.
+Fashion-MNIST must be present (:mod:`fastervit.data.datasets` says where it is looked for
+and how to get it); ``source="digits"`` pastes scikit-learn's 8x8 digits instead, for a
+quick test without it.
 """
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from fastervit.data.datasets import SPLITS, Digits, FashionMNIST
 from fastervit.dense.metrics import IGNORE_INDEX
 
-SOURCES = ("auto", "fashion_mnist", "digits")
+SOURCES = ("fashion_mnist", "digits")
+SPECK = 3  # silhouette components of fewer pixels than this (at the item's native size) are noise
 
 
 @dataclass(frozen=True)
@@ -38,51 +45,65 @@ class SceneConfig:
         size: canvas ``(H, W)``; the model needs sides divisible by 32.
         items: fewest and most items per canvas (inclusive).
         scale: smallest and largest item side, as a fraction of the canvas' shorter side.
-        threshold: item intensity (0-1) from which a pixel takes the item's class.
-        ignore_below: intensity from which a pixel belongs to the item's rim (ignored) and
-            covers what lies below; ``ignore_below = threshold`` means no ignored rim.
+        threshold: item intensity (0-1) from which a pixel starts the item's silhouette
+            (before its holes are filled).
+        band: coverage ``[low, high)`` of the ignored band along an item's outline; a
+            pixel covered at least ``high`` takes the item's class. ``low == high``: no band.
         noise: background intensities are uniform in ``[0, noise]``.
     """
 
     size: tuple[int, int] = (64, 64)
     items: tuple[int, int] = (1, 3)
     scale: tuple[float, float] = (0.4, 0.8)
-    threshold: float = 0.25
-    ignore_below: float = 0.1
+    threshold: float = 0.05
+    band: tuple[float, float] = (0.25, 0.75)
     noise: float = 0.1
 
     def __post_init__(self) -> None:
-        if not 0 < self.ignore_below <= self.threshold <= 1:
-            raise ValueError(
-                f"expected 0 < ignore_below <= threshold <= 1, got ignore_below={self.ignore_below}, "
-                f"threshold={self.threshold}"
-            )
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"expected 0 < threshold <= 1, got threshold={self.threshold}")
+        if not 0 < self.band[0] <= self.band[1] <= 1:
+            raise ValueError(f"expected 0 < band[0] <= band[1] <= 1, got band={self.band}")
         if not 1 <= self.items[0] <= self.items[1]:
             raise ValueError(f"expected 1 <= items[0] <= items[1], got items={self.items}")
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ValueError(f"expected 0 < scale[0] <= scale[1] <= 1, got scale={self.scale}")
+        if not 0 <= self.noise <= 1:
+            raise ValueError(f"expected 0 <= noise <= 1, got noise={self.noise}")
 
 
 def load_items(
-    split: str, source: str = "auto", data_dir: Path | None = None
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], str]:
-    """The items to paste: ``(images (N, h, w) uint8, labels (N,) int64, class names, source name)``."""
+    split: str, source: str = "fashion_mnist", data_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The items to paste: ``(images (N, h, w) uint8, labels (N,) int64, class names)``.
+
+    Raises the dataset's own error, which says how to get the files, where Fashion-MNIST is
+    missing: the task never silently changes its items.
+    """
     if source not in SOURCES:
         raise ValueError(f"unknown item source {source!r}; expected one of {SOURCES}")
-    if source in ("auto", "fashion_mnist"):
-        try:
-            items = FashionMNIST(split, data_dir)
-            return items.images, items.labels, items.classes, "fashion_mnist"
-        except FileNotFoundError as error:
-            if source == "fashion_mnist":
-                raise
-            warnings.warn(
-                f"{error}\nFalling back to scikit-learn's 8x8 digits as the pasted items: the task "
-                "is the same, the classes are the digits 0-9 and the numbers differ from the book's.",
-                stacklevel=3,
-            )
-    items = Digits(split)
-    return items.images, items.labels, items.classes, "digits"
+    items = FashionMNIST(split, data_dir) if source == "fashion_mnist" else Digits(split)
+    return items.images, items.labels, items.classes
+
+
+def silhouette(item: np.ndarray, threshold: float) -> np.ndarray:
+    """An item's filled silhouette at its native size.
+
+    Shapes: ``(h, w)`` uint8 ``-> (h, w)`` bool: pixels at least ``threshold`` (0-1)
+    bright, enclosed holes filled, components of fewer than :data:`SPECK` pixels dropped.
+    """
+    shape = ndimage.binary_fill_holes(item >= threshold * 255)
+    labels, count = ndimage.label(shape)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    return (sizes >= SPECK)[labels] & shape
+
+
+def render_item(item: np.ndarray, side: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """An item resized to ``side x side``: ``(intensity in [0, 1], coverage in [0, 1])``, float32."""
+    value = Image.fromarray(item).resize((side, side), Image.Resampling.BILINEAR)
+    shape = Image.fromarray(silhouette(item, threshold).astype(np.float32))
+    coverage = shape.resize((side, side), Image.Resampling.BILINEAR)
+    return np.asarray(value, dtype=np.float32) / 255.0, np.clip(np.asarray(coverage), 0.0, 1.0)
 
 
 class PastedScenes(torch.utils.data.Dataset):
@@ -94,8 +115,9 @@ class PastedScenes(torch.utils.data.Dataset):
         length: number of canvases.
         config: canvas size, item count and scale, thresholds.
         seed: the canvases derive from ``(seed, split, index)``.
-        source: ``fashion_mnist``, ``digits``, or ``auto`` (Fashion-MNIST if installed).
-        data_dir: where the Fashion-MNIST files are (default: the Debian package's folder).
+        source: ``fashion_mnist`` or ``digits``.
+        data_dir: where the Fashion-MNIST files are (default: looked up, see
+            :mod:`fastervit.data.datasets`).
     """
 
     def __init__(
@@ -104,13 +126,14 @@ class PastedScenes(torch.utils.data.Dataset):
         length: int,
         config: SceneConfig = SceneConfig(),
         seed: int = 0,
-        source: str = "auto",
+        source: str = "fashion_mnist",
         data_dir: Path | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"expected split to be one of {SPLITS}, got {split!r}")
         self.split, self.length, self.config, self.seed = split, length, config, seed
-        self.items, self.item_labels, item_classes, self.source = load_items(split, source, data_dir)
+        self.source = source
+        self.items, self.item_labels, item_classes = load_items(split, source, data_dir)
         self.classes = ("background", *item_classes)
         self.num_classes = len(self.classes)
 
@@ -130,13 +153,12 @@ class PastedScenes(torch.utils.data.Dataset):
             k = int(rng.integers(len(self.items)))
             side = max(2, round(rng.uniform(*cfg.scale) * min(H, W)))
             top, left = int(rng.integers(H - side + 1)), int(rng.integers(W - side + 1))
-            item = Image.fromarray(self.items[k]).resize((side, side), Image.Resampling.BILINEAR)
-            value = np.asarray(item, dtype=np.float32) / 255.0  # (side, side)
-            covered = value >= cfg.ignore_below
-            label = np.where(value >= cfg.threshold, 1 + int(self.item_labels[k]), IGNORE_INDEX)
+            value, coverage = render_item(self.items[k], side, cfg.threshold)  # each (side, side)
             region = (slice(top, top + side), slice(left, left + side))
-            image[region] = np.where(covered, value, image[region])
-            mask[region] = np.where(covered, label, mask[region])
+            image[region] = coverage * value + (1 - coverage) * image[region]
+            low, high = cfg.band
+            label = np.where(coverage >= high, 1 + int(self.item_labels[k]), IGNORE_INDEX)
+            mask[region] = np.where(coverage >= low, label, mask[region])
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fastervit.amp import AMP_DTYPES, autocast
 from fastervit.dense.metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
-from fastervit.dense.scenes import PastedScenes, SceneConfig
+from fastervit.dense.scenes import SOURCES, PastedScenes, SceneConfig
 from fastervit.dense.upernet import SegmentationModel
 from fastervit.model import FasterViT
 from fastervit.train.optim import Lamb, param_groups_weight_decay
@@ -44,13 +45,16 @@ TINY_BACKBONE = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class DenseTrainConfig:
     """Every setting of a segmentation run (defaults: the reduced CPU run of the chapter).
 
     ``model`` is ``"tiny"`` (:data:`TINY_BACKBONE`) or a registered variant whose
     constructor arguments the backbone takes (e.g. ``faster_vit_0_224``), with one input
-    channel and no classifier. ``amp`` is ``None`` or ``"bf16"`` (autocast on CUDA).
+    channel and no classifier. ``amp`` is ``None`` (float32) or an autocast type of
+    :data:`fastervit.amp.AMP_DTYPES` (``"float16"`` is trained with loss scaling).
+    ``source`` is ``"fashion_mnist"`` or ``"digits"`` (:mod:`fastervit.dense.scenes`).
+    Inconsistent settings raise a ValueError here, before any work.
     """
 
     model: str = "tiny"
@@ -73,7 +77,41 @@ class DenseTrainConfig:
     device: str = "cpu"
     amp: str | None = None
     workers: int = 0
-    source: str = "auto"
+    source: str = "fashion_mnist"
+
+    def __post_init__(self) -> None:
+        height, width = self.size
+        if height < 32 or width < 32 or height % 32 or width % 32:
+            raise ValueError(
+                f"canvas sides must be positive multiples of 32 (the model's stride), got {self.size}"
+            )
+        for name in ("channels", "steps", "batch_size", "val_samples", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_every", "workers", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if self.train_samples < self.batch_size:
+            raise ValueError(
+                f"train_samples ({self.train_samples}) must be at least batch_size ({self.batch_size}): "
+                "every batch is drawn without repeats from the training canvases; raise "
+                "--train-samples or lower --batch-size"
+            )
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be at least 0 and below steps ({self.steps})"
+            )
+        if not 0 <= self.min_lr <= self.lr or self.lr <= 0:
+            raise ValueError(f"expected 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.weight_decay < 0 or not 0 <= self.drop_path < 1:
+            raise ValueError(
+                f"expected weight_decay >= 0 and 0 <= drop_path < 1, got {self.weight_decay} and {self.drop_path}"
+            )
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be None or one of {tuple(AMP_DTYPES)}, got {self.amp!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown item source {self.source!r}; expected one of {SOURCES}")
+        self.scene_config()  # checks items and scale
 
     def scene_config(self) -> SceneConfig:
         return SceneConfig(size=tuple(self.size), items=tuple(self.items), scale=tuple(self.scale))
@@ -112,11 +150,6 @@ def _batches(dataset: PastedScenes, config: DenseTrainConfig, generator: torch.G
         yield from loader
 
 
-def _autocast(config: DenseTrainConfig):
-    device_type = torch.device(config.device).type
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.amp == "bf16")
-
-
 @torch.no_grad()
 def evaluate(
     model: SegmentationModel,
@@ -128,23 +161,26 @@ def evaluate(
     """Score ``model`` on every canvas of ``dataset``: mIoU, pixel accuracy, IoU per class."""
     model.eval()
     confusion = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.long)
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp == "bf16")
+    precision = autocast(torch.device(device), AMP_DTYPES.get(amp))
     for start in range(0, len(dataset), batch_size):
         pairs = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         images = torch.stack([image for image, _ in pairs]).to(device)
         masks = torch.stack([mask for _, mask in pairs])
-        with autocast:
+        with precision:
             pred = model(images).argmax(1).cpu()
         confusion += confusion_matrix(pred, masks, dataset.num_classes, IGNORE_INDEX)
     ious = iou_per_class(confusion)
     return {
-        "miou": mean_iou(confusion),
-        "pixel_accuracy": pixel_accuracy(confusion),
-        "iou_per_class": {
-            name: (None if math.isnan(v) else float(v)) for name, v in zip(dataset.classes, ious)
-        },
+        "miou": _finite_or_none(mean_iou(confusion)),
+        "pixel_accuracy": _finite_or_none(pixel_accuracy(confusion)),
+        "iou_per_class": {name: _finite_or_none(float(v)) for name, v in zip(dataset.classes, ious)},
         "confusion": confusion.tolist(),
     }
+
+
+def _finite_or_none(value: float) -> float | None:
+    """A score for a JSON record: ``None`` where it is undefined (NaN: nothing was counted)."""
+    return value if math.isfinite(value) else None
 
 
 def train_segmentation(
@@ -166,6 +202,9 @@ def train_segmentation(
     optimizer = Lamb(param_groups_weight_decay(model, config.weight_decay), lr=config.lr)
     scheduler = WarmupCosineLR(optimizer, config.warmup_steps, config.steps, config.min_lr)
     batches = _batches(train_set, config, torch.Generator().manual_seed(config.seed))
+    device = torch.device(config.device)
+    # float16's small range needs the loss scaled so that small gradients survive; bfloat16 does not
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "float16")
     loss_curve, miou_curve, running = [], [], []
     start = time.perf_counter()
     model.train()
@@ -175,12 +214,18 @@ def train_segmentation(
             images.to(config.device, non_blocking=True),
             masks.to(config.device, non_blocking=True),
         )
-        with _autocast(config):
+        with autocast(device, AMP_DTYPES.get(config.amp)):
             logits = model(images)  # (B, K, H, W)
         loss = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss is {float(loss)} at step {step}: training diverged (try a lower "
+                "--lr), or every pixel of the batch is ignored"
+            )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         running.append(loss.detach())
         if step % config.log_every == 0 or step == config.steps:

@@ -1,14 +1,11 @@
-"""FLOPs and parameters (chapter 8): fvcore's count of a traced forward, and closed formulas.
+"""Counting FLOPs and parameters (chapter 8): fvcore's count of a traced forward, and the report.
 
-Conventions, the same as fvcore's and the FasterViT paper's tables:
+Conventions, the same as fvcore's, the FasterViT paper's and :mod:`fastervit.analysis.formulas`'
+(which lists what each operator costs):
 
-* one multiply-add is one "MAC"; fvcore calls it one flop. ``gmacs`` is that count / 1e9,
-  ``gflops = 2 * gmacs`` counts the multiply and the add separately;
-* counted operators: convolutions and linear layers (``C_in/groups * k * k`` MACs per output
-  value, biases free), matrix products, attention (``2 * B * heads * N_q * N_k * head_dim``:
-  ``q k^T`` then ``attn @ v``), BatchNorm in eval (2 per value), LayerNorm (5 per value),
-  nearest upsampling (1 per output value) and adaptive average pooling (1 per input value);
-  element-wise work (activations, softmax, additions, ``avg_pool2d``) counts nothing;
+* one multiply-add is one "MAC"; fvcore calls it one flop. ``gmacs`` is that count / 1e9;
+  ``gflops = 2 * gmacs`` counts the multiply and the add separately, as PyTorch's
+  ``FlopCounterMode`` does;
 * the position MLPs (``cpb_mlp``: the position embeddings and the continuous relative
   position biases) depend only on the weights and the grid. The released code recomputes
   them in every forward and its published counts include them; our model does too, except
@@ -18,7 +15,7 @@ Conventions, the same as fvcore's and the FasterViT paper's tables:
 
 Two counters agree to the MAC: :func:`count_flops` traces a forward with fvcore, adding a
 handle for ``aten::scaled_dot_product_attention`` (fvcore counts nothing for it), and
-:func:`analytic_terms` sums the closed formulas of every component.
+:func:`analytic_report` sums the closed formulas of :func:`~fastervit.analysis.formulas.analytic_terms`.
 """
 
 import logging
@@ -32,30 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastervit.analysis.formulas import COMPONENTS, analytic_terms, check_counted_input, resolve_kwargs
 from fastervit.layers.position import ContinuousPositionBias, relative_coords_table, relative_position_index
 from fastervit.layers.windows import as_grid
 from fastervit.model import FasterViT
-from fastervit.variants import create_model, model_kwargs
+from fastervit.variants import create_model
 
-# The components of the per-component breakdown, in the order of the forward pass.
-COMPONENTS = (
-    "stem",
-    "conv_blocks",
-    "downsample",
-    "window_attention",
-    "mlp",
-    "norms",
-    "carrier_tokens",
-    "position_mlps",
-    "head",
-)
 STAGES = ("patch_embed", "levels.0", "levels.1", "levels.2", "levels.3", "head")
-_POSITION_HIDDEN = 512  # hidden width of every position MLP (2 -> 512 -> out)
-
-
-# --------------------------------------------------------------------------------------
-# fvcore
-# --------------------------------------------------------------------------------------
+CONVENTION = "1 MAC = 1 multiply-add = fvcore 'flop' = 2 FlopCounterMode FLOPs; gflops = 2 * gmacs"
 
 
 def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
@@ -162,7 +143,7 @@ class FlopReport:
             "gflops": round(self.gflops, 6),
             "gmacs_cached_bias": round(self.gmacs_cached_bias, 6),
             "method": self.method,
-            "convention": "1 MAC = 1 multiply-add = fvcore 'flop'; gflops = 2 * gmacs",
+            "convention": CONVENTION,
             "gmacs_by_stage": {k: round(v / 1e9, 6) for k, v in self.by_stage.items()},
             "gmacs_by_component": {k: round(v / 1e9, 6) for k, v in self.by_component.items()},
         }
@@ -198,7 +179,13 @@ def flop_analysis(model: nn.Module, inputs: torch.Tensor) -> Any:
     (are not served from the inference cache) and are counted, as in a training forward
     and in the released code. Parameters that do not require gradients keep the trace light.
     """
-    from fvcore.nn import FlopCountAnalysis
+    try:
+        from fvcore.nn import FlopCountAnalysis
+    except ImportError as error:
+        raise ImportError(
+            'counting with fvcore needs it: pip install "fastervit-book[analysis]" (or use the '
+            "closed formulas: analytic_report, flops --method analytic)"
+        ) from error
 
     analysis = FlopCountAnalysis(model, inputs)
     analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
@@ -222,6 +209,7 @@ def count_flops(
     model: str | nn.Module,
     resolution: int | Sequence[int] | None = None,
     batch_size: int = 1,
+    overrides: Mapping[str, Any] | None = None,
 ) -> FlopReport:
     """Count MACs (fvcore) and parameters of a model name or a FasterViT instance.
 
@@ -229,13 +217,19 @@ def count_flops(
         model: a registered name (built with :func:`build_for_counting`) or a module.
         resolution: input ``H, W`` (an int for square); default the model's own resolution.
         batch_size: images per forward; the position MLPs run once per forward, whatever it is.
+        overrides: constructor overrides for a registered name.
     """
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
-        model = build_for_counting(model)
+        model = build_for_counting(model, **(overrides or {}))
+    elif overrides:
+        raise TypeError(f"constructor overrides {sorted(overrides)} apply to a registered name, not a module")
     size = as_grid(resolution if resolution is not None else getattr(model, "resolution", 224))
+    check_counted_input(size, batch_size)
     in_chans = getattr(model, "in_chans", 3)
     inputs = torch.zeros(batch_size, in_chans, *size)
+    if isinstance(model, FasterViT):
+        model.check_input(inputs)  # before tracing, whose errors are harder to read
     analysis = flop_analysis(model, inputs)
     counts = analysis.by_module_and_operator()
     exclusive = _exclusive_counts(counts)
@@ -264,203 +258,20 @@ def count_flops(
     )
 
 
-# --------------------------------------------------------------------------------------
-# Closed formulas
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Term:
-    """One line of the analytic count: ``macs`` of ``what`` in ``stage``, of kind ``component``."""
-
-    stage: str
-    component: str
-    what: str
-    macs: int
-
-
-def conv_out(side: int, kernel: int = 3, stride: int = 2, padding: int = 1) -> int:
-    """Output side of a convolution: ``floor((side + 2p - k) / s) + 1``."""
-    return (side + 2 * padding - kernel) // stride + 1
-
-
-def conv_macs(out_h: int, out_w: int, c_in: int, c_out: int, kernel: int = 3, groups: int = 1) -> int:
-    """A k x k convolution: every output value is a dot product of ``c_in/groups * k * k``."""
-    return out_h * out_w * c_out * (c_in // groups) * kernel * kernel
-
-
-def linear_macs(tokens: int, c_in: int, c_out: int) -> int:
-    return tokens * c_in * c_out
-
-
-def attention_macs(windows: int, tokens: int, dim: int) -> int:
-    """``q k^T`` and ``attn @ v`` over ``windows`` sequences of ``tokens``: ``2 W N^2 C``.
-
-    (``heads * head_dim = C``: the heads split the channels, not the cost.)
-    """
-    return 2 * windows * tokens * tokens * dim
-
-
-def position_mlp_macs(rows: int, out_features: int) -> int:
-    """A position MLP ``2 -> 512 -> out`` evaluated on ``rows`` coordinates."""
-    return rows * (2 * _POSITION_HIDDEN + _POSITION_HIDDEN * out_features)
-
-
-def _resolve_kwargs(model: str | Mapping[str, Any]) -> dict[str, Any]:
-    return model_kwargs(model) if isinstance(model, str) else dict(model)
-
-
-def _hat_stage_terms(
-    stage: str,
-    dim: int,
-    depth: int,
-    heads: int,
-    window: int,
-    side: tuple[int, int],
-    carrier: bool,
-    ct_size: int,
-    mlp_ratio: float,
-    propagate: bool,
-    batch: int,
-) -> list[Term]:
-    """The HAT blocks of one attention stage working on a ``side`` map (before padding)."""
-    padded = [math.ceil(s / window) * window for s in side]
-    nh, nw = padded[0] // window, padded[1] // window
-    num_windows = batch * nh * nw
-    n_ct = ct_size**2 if carrier else 0
-    tokens = window * window + n_ct  # per window: carrier tokens first, then the window's own
-    hidden = int(dim * mlp_ratio)
-    ct_grid = (ct_size * nh, ct_size * nw)
-    ct_tokens = batch * ct_grid[0] * ct_grid[1]
-    terms = []
-    if carrier:
-        terms.append(
-            Term(
-                stage, "carrier_tokens", "initializer dwconv3x3", batch * conv_macs(*padded, dim, dim, 3, dim)
-            )
-        )
-    block = [
-        Term(stage, "position_mlps", "window position embedding", position_mlp_macs(window * window, dim)),
-        Term(stage, "position_mlps", "window relative bias", position_mlp_macs((2 * window - 1) ** 2, heads)),
-        Term(stage, "norms", "norm1 + norm2", 2 * 5 * num_windows * tokens * dim),
-        Term(stage, "window_attention", "qkv + proj", linear_macs(num_windows * tokens, dim, 4 * dim)),
-        Term(stage, "window_attention", "q k^T + attn v", attention_macs(num_windows, tokens, dim)),
-        Term(stage, "mlp", "fc1 + fc2", 2 * linear_macs(num_windows * tokens, dim, hidden)),
-    ]
-    if carrier:
-        bias_rows = (2 * ct_grid[0] - 1) * (2 * ct_grid[1] - 1)
-        block += [
-            Term(
-                stage,
-                "position_mlps",
-                "carrier position embedding",
-                position_mlp_macs(ct_grid[0] * ct_grid[1], dim),
-            ),
-            Term(stage, "position_mlps", "carrier relative bias", position_mlp_macs(bias_rows, heads)),
-            Term(stage, "carrier_tokens", "hat_norm1 + hat_norm2", 2 * 5 * ct_tokens * dim),
-            Term(stage, "carrier_tokens", "hat_attn qkv + proj", linear_macs(ct_tokens, dim, 4 * dim)),
-            Term(
-                stage,
-                "carrier_tokens",
-                "hat_attn q k^T + attn v",
-                attention_macs(batch, ct_tokens // batch, dim),
-            ),
-            Term(stage, "carrier_tokens", "hat_mlp", 2 * linear_macs(ct_tokens, dim, hidden)),
-        ]
-    for _ in range(depth):
-        terms += block
-    if carrier and propagate:
-        terms.append(
-            Term(stage, "carrier_tokens", "propagation upsample", num_windows * dim * window * window)
-        )
-    return terms
-
-
-def analytic_terms(
-    model: str | Mapping[str, Any],
-    resolution: int | Sequence[int] | None = None,
-    batch_size: int = 1,
-) -> list[Term]:
-    """Every counted operation of a FasterViT forward, from its constructor arguments alone.
-
-    Args:
-        model: a registered name or the constructor keyword arguments of a FasterViT.
-        resolution: input ``H, W``; default the model's ``resolution``. As in the model, the
-            input's size decides which stages use carrier tokens.
-        batch_size: images per forward (the position MLPs are counted once per forward).
-
-    Follows fvcore's conventions (see the module docstring), so that the sum equals
-    :func:`count_flops` exactly.
-    """
-    kw = _resolve_kwargs(model)
-    build = as_grid(kw.get("resolution", 224))
-    height, width = as_grid(resolution) if resolution is not None else build
-    dim, in_dim, in_chans = kw["dim"], kw["in_dim"], kw.get("in_chans", 3)
-    hat = kw.get("hat", (False, False, True, False))
-    hat = [True] * 4 if hat is None else list(hat)
-    B = batch_size
-    terms = []
-    h, w = conv_out(height), conv_out(width)
-    terms += [
-        Term("patch_embed", "stem", "conv1", B * conv_macs(h, w, in_chans, in_dim)),
-        Term("patch_embed", "stem", "bn1", B * 2 * in_dim * h * w),
-    ]
-    h, w = conv_out(h), conv_out(w)
-    terms += [
-        Term("patch_embed", "stem", "conv2", B * conv_macs(h, w, in_dim, dim)),
-        Term("patch_embed", "stem", "bn2", B * 2 * dim * h * w),
-    ]
-    for i in range(4):
-        stage, C = f"levels.{i}", int(dim * 2**i)
-        if i < 2:
-            per_block = [
-                Term(stage, "conv_blocks", "conv1 + conv2", B * 2 * conv_macs(h, w, C, C)),
-                Term(stage, "conv_blocks", "bn1 + bn2", B * 2 * 2 * C * h * w),
-            ]
-            terms += per_block * kw["depths"][i]
-        else:
-            window = kw["window_size"][i]
-            carrier = hat[i] and math.ceil(h / window) * math.ceil(w / window) > 1  # as the input decides
-            terms += _hat_stage_terms(
-                stage,
-                C,
-                kw["depths"][i],
-                kw["num_heads"][i],
-                window,
-                (h, w),
-                carrier,
-                kw["ct_size"],
-                kw["mlp_ratio"],
-                kw.get("do_propagation", False),
-                B,
-            )
-        if i < 3:
-            h2, w2 = conv_out(h), conv_out(w)
-            terms += [
-                Term(stage, "downsample", "layer norm", B * 5 * C * h * w),
-                Term(stage, "downsample", "conv3x3 s2", B * conv_macs(h2, w2, C, 2 * C)),
-            ]
-            h, w = h2, w2
-    C = int(dim * 8)
-    norm = 5 if kw.get("layer_norm_last", False) else 2
-    terms += [
-        Term("head", "head", "norm", B * norm * C * h * w),
-        Term("head", "head", "average pool", B * C * h * w),
-    ]
-    if kw.get("num_classes", 1000) > 0:
-        terms.append(Term("head", "head", "classifier", B * C * kw.get("num_classes", 1000)))
-    return terms
-
-
 def analytic_report(
     model: str | Mapping[str, Any],
     resolution: int | Sequence[int] | None = None,
     batch_size: int = 1,
     params: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> FlopReport:
-    """:func:`analytic_terms` summed into a :class:`FlopReport` (``params`` as given, or 0)."""
-    terms = analytic_terms(model, resolution, batch_size)
-    kw = _resolve_kwargs(model)
+    """:func:`~fastervit.analysis.formulas.analytic_terms` summed into a :class:`FlopReport`.
+
+    ``overrides`` update the constructor arguments of ``model``; ``params`` is reported as
+    given (0 when not: the formulas count operations only).
+    """
+    kw = {**resolve_kwargs(model), **(overrides or {})}
+    terms = analytic_terms(kw, resolution, batch_size)
     size = as_grid(resolution if resolution is not None else kw.get("resolution", 224))
     by_stage: Counter[str] = Counter()
     by_component: Counter[str] = Counter()
