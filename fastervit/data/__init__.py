@@ -3,6 +3,9 @@
 * :mod:`~fastervit.data.datasets`: Fashion-MNIST (Debian package), scikit-learn's digits,
   ImageNet-style folders; :func:`~fastervit.data.datasets.build_dataset`;
 * :mod:`~fastervit.data.transforms`: augmentation and evaluation pipelines in Pillow/torch;
+* :mod:`~fastervit.data.rand_augment`, :mod:`~fastervit.data.random_erasing`: timm's
+  RandAugment policies and random erasing, drawing from an explicit generator
+  (:mod:`~fastervit.data.draw`);
 * :mod:`~fastervit.data.mixup`: mixup and cutmix with soft targets;
 * :mod:`~fastervit.data.sampler`: a reproducible, resumable, sharded data order.
 """
