@@ -72,8 +72,10 @@ class RandomErasing:
         """The ``(top, left, h, w)`` rectangles for one image (empty when it is not erased)."""
         if uniform(generator) > self.probability:
             return []
-        count = self.min_count + randint(generator, self.max_count - self.min_count + 1)
-        log_aspect = (math.log(self.min_aspect), -math.log(self.min_aspect))
+        count = self.min_count
+        if self.max_count > self.min_count:
+            count += randint(generator, self.max_count - self.min_count + 1)
+        log_aspect = (math.log(self.min_aspect), math.log(1 / self.min_aspect))
         found = []
         for _ in range(count):
             for _attempt in range(10):

@@ -66,8 +66,9 @@ def _common() -> dict[str, Setting]:
         "hflip": Setting(0.5, CONFIG),
         "color_jitter": Setting(0.4, CONFIG + " (unused: RandAugment replaces it)"),
         "crop_pct": Setting(0.875, CONFIG),
-        "img_size": Setting(224, CONFIG + " (input_size 3 224 224)"),
-        "amp": Setting("fp16", CONFIG + " (amp true; float16, the script's default type)"),
+        "resolution": Setting(224, CONFIG + " (input_size 3 224 224)"),
+        "amp": Setting(True, CONFIG),
+        "amp_dtype": Setting("float16", CONFIG + " (bfloat false: float16)"),
         "channels_last": Setting(True, CONFIG),
         "mesa_start_ratio": Setting(0.25, CONFIG),
     }
