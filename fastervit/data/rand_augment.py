@@ -14,7 +14,8 @@ This module gives that string timm's meaning, operation for operation:
 * ``inc<0|1>``: use the "increasing" operations, whose severity grows with the magnitude
   (default 0);
 * ``w0``: draw the operations *without* replacement, with timm's fixed weights
-  (:data:`CHOICE_WEIGHTS`) instead of uniformly.
+  (:data:`CHOICE_WEIGHTS`) instead of uniformly (newer timm replaced ``w`` by named sets,
+  ``t...``, which are not supported here).
 
 The fifteen operations and how a magnitude ``m`` maps to each one's argument, with the value
 at ``m = 9`` (``s`` is a random sign, + or - with probability 1/2 each):

@@ -18,9 +18,10 @@ Sources, and how they disagree:
   ``configs/*.yml`` where the files end in ``.yaml``, and ``--drop-path-rate`` is not a flag
   of the script), so the presets follow the configuration files.
 
-Per-GPU values stay per GPU: ``batch_size`` 128 is the release's per-GPU batch, and
-``lr`` 0.005 its learning rate for the global batch of 4096 (32 GPUs), used as given; on
-fewer GPUs, scale it yourself or use ``--lr-base``.
+``batch_size`` 128 is the release's batch per GPU, on 32 GPUs. Its learning rate, 0.005 for
+that global batch of 4096, is given as ``lr_base`` 0.005 at ``lr_base_size`` 4096: the
+``train`` command uses exactly 0.005 at the release's global batch and scales it by timm's
+rule for any other (see :mod:`fastervit.train.config`); ``--lr`` sets it outright.
 """
 
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ def _common() -> dict[str, Setting]:
         "cooldown_epochs": Setting(10, CONFIG),
         "warmup_lr": Setting(1e-6, CONFIG),
         "min_lr": Setting(5e-6, CONFIG),
-        "lr": Setting(5e-3, CONFIG + "; " + TRAINING_MD + "; " + PAPER),
+        "lr_base": Setting(5e-3, CONFIG + " (lr); " + TRAINING_MD + "; " + PAPER),
+        "lr_base_size": Setting(4096, PAPER + " (total batch); " + TRAINING_MD + " (128 x 32 GPUs)"),
         "batch_size": Setting(128, CONFIG + " (per GPU; x 32 GPUs = the paper's 4096)"),
         "opt_eps": Setting(1e-8, CONFIG),
         "clip_grad": Setting(5.0, CONFIG),
