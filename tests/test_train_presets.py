@@ -1,8 +1,11 @@
 """Presets: the release's per-variant recipe, each value with a source."""
 
+import dataclasses
+
 import pytest
 
 import fastervit
+from fastervit.train.config import TrainConfig
 from fastervit.train.presets import PRESETS, TRAINING_MD_OVERRIDES, preset_values
 
 
@@ -42,3 +45,13 @@ def test_drop_path_is_the_registered_rate():
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ValueError, match="faster_vit_0, faster_vit_1"):
         preset_values("faster_vit_7")
+
+
+def test_every_setting_is_a_train_config_field_with_a_valid_value():
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in PRESETS:
+        values = preset_values(name)
+        assert set(values) <= fields, set(values) - fields
+        config = TrainConfig(model="faster_vit_0_224", dataset="imagefolder", output="o", **values)
+        # the release's learning rate at the release's global batch (128 x 32 GPUs)
+        assert config.learning_rate(world_size=32) == pytest.approx(0.005)
