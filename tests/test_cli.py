@@ -230,9 +230,10 @@ def test_pretrained_fine_tunes_a_release_checkpoint_replacing_its_head(tmp_path,
 
 def test_a_preset_fills_the_settings_and_explicit_flags_win(tmp_path, capsys):
     out = tmp_path / "run"
-    extra = ["--preset", "faster_vit_1", "--max-steps", "1", "--resolution", "32", "--amp-dtype", "bfloat16"]
+    # 11 steps per epoch: step 12 is in epoch 1, where faster_vit_1's MESA (weight 0.5) is on.
+    extra = ["--preset", "faster_vit_1", "--max-steps", "12", "--resolution", "32", "--amp-dtype", "bfloat16"]
     code, summary = _run(capsys, _flags(out, *extra, "--weight-decay", "0.01"))
-    assert code == 0 and summary["steps"] == 1
+    assert code == 0 and summary["steps"] == 12
     config = json.loads((out / "run.json").read_text())["config"]
     released = preset_values("faster_vit_1")
     explicit = {"epochs": 2, "batch_size": 128, "warmup_epochs": 0.2, "weight_decay": 0.01, "resolution": 32}
