@@ -356,14 +356,3 @@ def test_mesa_switches_on_at_the_first_epoch_past_its_ratio(tmp_path):
         runs[mesa] = [float(row["loss"]) for row in read_csv(tmp_path / str(mesa) / "run" / "steps.csv")]
     assert runs[0.0][:22] == runs[5.0][:22]  # the same steps until MESA starts
     assert runs[5.0][22] > runs[0.0][22]  # then the distillation term adds to the loss
-
-
-def test_recipe_setting_errors(tmp_path):
-    with pytest.raises(ValueError, match="--mesa needs --model-ema"):
-        tiny_config(tmp_path, mesa=1.0)
-    with pytest.raises(ValueError, match="--aa: RandAugment policy 'rand-m9-x2': cannot read section 'x2'"):
-        tiny_config(tmp_path, aa="rand-m9-x2")
-    with pytest.raises(ValueError, match="--remode must be one of pixel, rand, const"):
-        tiny_config(tmp_path, remode="noise")
-    with pytest.raises(ValueError, match="--cooldown-epochs must be >= 0"):
-        tiny_config(tmp_path, cooldown_epochs=-1)
