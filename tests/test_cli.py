@@ -10,6 +10,7 @@ import torch
 import fastervit
 from fastervit.commands.cli import main
 from fastervit.train.checkpointing import load_training_checkpoint
+from fastervit.train.presets import preset_values
 
 # A FasterViT with every kind of stage, small and with small windows so CPU steps are quick.
 TINY = json.dumps(
@@ -225,3 +226,46 @@ def test_pretrained_fine_tunes_a_release_checkpoint_replacing_its_head(tmp_path,
     tuned = load_training_checkpoint(out / "last.pt")["model"]
     assert not torch.equal(tuned["head.weight"], released["head.weight"])  # trained ...
     assert torch.allclose(tuned["head.weight"], released["head.weight"], atol=0.05)  # ... from there
+
+
+def test_a_preset_fills_the_settings_and_explicit_flags_win(tmp_path, capsys):
+    out = tmp_path / "run"
+    # 11 steps per epoch: step 12 is in epoch 1, where faster_vit_1's MESA (weight 0.5) is on.
+    extra = ["--preset", "faster_vit_1", "--max-steps", "12", "--resolution", "32", "--amp-dtype", "bfloat16"]
+    code, summary = _run(capsys, _flags(out, *extra, "--weight-decay", "0.01"))
+    assert code == 0 and summary["steps"] == 12
+    config = json.loads((out / "run.json").read_text())["config"]
+    released = preset_values("faster_vit_1")
+    explicit = {"epochs": 2, "batch_size": 128, "warmup_epochs": 0.2, "weight_decay": 0.01, "resolution": 32}
+    explicit |= {"workers": 0, "amp_dtype": "bfloat16"}
+    for key, value in released.items():
+        expected = explicit.get(key, value)
+        assert config[key] == (list(expected) if isinstance(expected, tuple) else expected), key
+    assert config["preset"] == "faster_vit_1" and config["mesa"] == 0.5 and config["opt"] == "adamw"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--preset", "faster_vit_9"], "invalid choice: 'faster_vit_9'"),
+        (["--remode", "noise"], "invalid choice: 'noise'"),
+        (["--reprob", "1.5"], "expected a probability in [0, 1]"),
+        (["--recount", "0"], "expected an integer >= 1"),
+        (["--cooldown-epochs", "-1"], "expected an integer >= 0"),
+        (["--mesa", "-1"], "expected a number >= 0"),
+    ],
+)
+def test_recipe_flags_refuse_bad_values(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(_flags(tmp_path / "run", *flags))
+    assert exit_info.value.code == 2
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["status"] == "usage_error" and message in record["error"]
+
+
+def test_bad_recipe_settings_are_errors_before_any_work(tmp_path, capsys):
+    code, error = _run(capsys, _flags(tmp_path / "run", "--aa", "rand-m9-q3"))
+    assert code == 1 and "cannot read section 'q3'" in error["error"]
+    code, error = _run(capsys, _flags(tmp_path / "run", "--mesa", "1"))
+    assert code == 1 and "--mesa needs --model-ema" in error["error"]
+    assert not (tmp_path / "run").exists()

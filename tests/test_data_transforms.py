@@ -8,15 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
+from fastervit.data.rand_augment import RandAugment
+from fastervit.data.random_erasing import RandomErasing
 from fastervit.data.transforms import (
-    _RAND_AUGMENT_OPS,
     CenterCrop,
+    Normalize,
     RandomResizedCrop,
     ResizeShorter,
     TransformConfig,
     build_transform,
     eval_transform,
-    parse_rand_augment,
     pretrained_eval_transform,
     to_tensor,
 )
@@ -34,7 +35,8 @@ def _gen(seed=0):
 
 
 def _config(channels, **kw):
-    return TransformConfig(img_size=32, mean=(0.5,) * channels, std=(0.25,) * channels, **kw)
+    kw = {"mean": (0.5,) * channels, "std": (0.25,) * channels, **kw}
+    return TransformConfig(img_size=32, **kw)
 
 
 @pytest.mark.parametrize("mode,channels", [("L", 1), ("RGB", 3)])
@@ -170,22 +172,22 @@ def test_eval_transform_refuses_unknown_settings(options, error):
         eval_transform(224, (0.5,) * 3, (0.25,) * 3, **options)
 
 
-@pytest.mark.parametrize("name", sorted(_RAND_AUGMENT_OPS))
-@pytest.mark.parametrize("mode", ["L", "RGB"])
-def test_every_rand_augment_op_keeps_size_and_mode(name, mode):
-    image = _image(mode)
-    for level in (-1.0, 0.5):
-        out = _RAND_AUGMENT_OPS[name](image, level)
-        assert out.size == image.size and out.mode == mode
+def test_rand_augment_takes_timm_policies_and_the_dataset_mean_as_fill():
+    config = _config(3, rand_augment="rand-m9-mstd0.5-inc1", mean=(0.5, 0.0, 1.0))
+    (ra,) = [t for t in build_transform(config, train=True).transforms if isinstance(t, RandAugment)]
+    assert (ra.magnitude, ra.magnitude_std, ra.increasing) == (9.0, 0.5, True)
+    assert ra.fill == (128, 0, 255)  # timm: round(255 * mean) per channel
+    with pytest.raises(ValueError, match="cannot read section"):
+        build_transform(_config(3, rand_augment="rand-m9-q2"), train=True)
 
 
-def test_parse_rand_augment():
-    ra = parse_rand_augment("rand-m7-n3")
-    assert (ra.magnitude, ra.num_ops) == (7.0, 3)
-    with pytest.raises(ValueError, match="rand-m9-n2"):
-        parse_rand_augment("rand-9")
-    with pytest.raises(ValueError, match=r"\[0, 10\]"):
-        parse_rand_augment("rand-m11-n2")
+def test_random_erasing_runs_last_and_only_in_training():
+    config = _config(3, re_prob=0.25, re_mode="rand", re_count=3)
+    steps = build_transform(config, train=True).transforms
+    assert isinstance(steps[-2], Normalize)
+    assert steps[-1] == RandomErasing(0.25, "rand", min_count=1, max_count=3)
+    assert not any(isinstance(t, RandomErasing) for t in build_transform(config, train=False).transforms)
+    assert not any(isinstance(t, RandomErasing) for t in build_transform(_config(3), train=True).transforms)
 
 
 def test_normalize_rejects_wrong_channel_count():

@@ -11,10 +11,12 @@ from fastervit.checkpoint import atomic_save
 from fastervit.train.checkpointing import (
     FORMAT_VERSION,
     capture_rng_state,
+    check_resumable,
     load_training_checkpoint,
     remove_orphans,
     restore_rng_state,
 )
+from fastervit.train.config import TrainConfig
 
 
 def _draw():
@@ -46,3 +48,14 @@ def test_remove_orphans_takes_only_the_temporary_folders_of_checkpoints(tmp_path
     removed = remove_orphans(tmp_path)
     assert sorted(p.name for p in removed) == [".best.pt.9f8e7", ".last.pt.k2j3x"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".last.pt.notes", ".other.pt.abc", "tb"]
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_at_its_default():
+    # A run saved before --mesa, --reprob ... existed has no such keys: it ran as their
+    # defaults do, so it resumes with them and refuses anything else.
+    config = TrainConfig(model="m", dataset="digits", output="o", resume="last.pt")
+    old = {k: v for k, v in config.to_dict().items() if k not in ("mesa", "reprob", "cooldown_epochs")}
+    checkpoint = {"config": old, "rng": [capture_rng_state()]}
+    check_resumable(checkpoint, config, world_size=1)
+    with pytest.raises(ValueError, match=r"cooldown_epochs \(checkpoint 0, now 5\)"):
+        check_resumable(checkpoint, TrainConfig(**{**config.to_dict(), "cooldown_epochs": 5}), world_size=1)

@@ -35,6 +35,15 @@ def test_lr_follows_timms_rule():
         ({"amp_dtype": "fp16"}, "--amp-dtype must be one of float16, bfloat16"),
         ({"opt": "sgd"}, "--opt must be one of lamb, adamw"),
         ({"workers": -1}, "--workers must be >= 0"),
+        ({"warmup_lr": -1e-6}, "--warmup-lr must be >= 0"),
+        ({"cooldown_epochs": -1}, "--cooldown-epochs must be >= 0"),
+        ({"reprob": 1.5}, r"--reprob must be in \[0, 1\]"),
+        ({"remode": "noise"}, "--remode must be one of pixel, rand, const"),
+        ({"recount": 0}, "--recount must be >= 1"),
+        ({"mesa": 1.0}, "--mesa needs --model-ema"),
+        ({"mesa": -1.0, "model_ema": True}, "--mesa must be >= 0"),
+        ({"mesa_start_ratio": 1.5}, r"--mesa-start-ratio must be in \[0, 1\]"),
+        ({"aa": "rand-m9-x2"}, "--aa: RandAugment policy 'rand-m9-x2': cannot read section 'x2'"),
     ],
 )
 def test_bad_settings_name_their_flag(setting, message):

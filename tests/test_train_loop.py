@@ -311,3 +311,48 @@ def test_a_finished_run_reports_predictions_of_its_final_weights(tmp_path):
     assert not (tmp_path / "stopped" / "confusion.csv").exists()
     train(tiny_config(tmp_path / "stopped", max_steps=2), tiny_factory)  # not finished: no report
     assert not (tmp_path / "stopped" / "run" / "confusion.csv").exists()
+
+
+# The release's recipe at toy scale: RandAugment, random erasing (two boxes), mixup/cutmix, EMA,
+# MESA from the first epoch past a quarter of --epochs, warmup from --warmup-lr, a cooldown.
+# 22 steps per epoch: warmup 11 steps, cosine until step 44, cooldown 44 to 66.
+WHOLE_RECIPE = {
+    "aa": "rand-m9-mstd0.5-inc1", "reprob": 0.25, "recount": 2, "mixup": 0.8, "cutmix": 1.0,
+    "model_ema": True, "model_ema_decay": 0.9, "mesa": 1.0, "mesa_start_ratio": 0.25,
+    "warmup_lr": 1e-4, "min_lr": 1e-5, "cooldown_epochs": 1, "clip_grad": 5.0,
+}  # fmt: skip
+
+
+def test_the_whole_recipe_runs_its_phases_and_resumes_exactly(tmp_path):
+    straight = tiny_config(tmp_path / "a", **WHOLE_RECIPE)
+    summary = train(straight, tiny_factory)
+    assert summary["finished"] and summary["steps"] == 66 and summary["epochs_completed"] == 3
+    info = json.loads((tmp_path / "a" / "run" / "run.json").read_text())
+    assert (info["warmup_steps"], info["cosine_steps"], info["total_steps"]) == (11, 44, 66)
+    assert info["config"]["reprob"] == 0.25 and info["config"]["mesa"] == 1.0
+
+    lrs = [float(row["lr"]) for row in read_csv(tmp_path / "a" / "run" / "steps.csv")]
+    assert lrs[0] == pytest.approx(1e-4 + (5e-3 - 1e-4) / 11)  # one step above --warmup-lr
+    assert lrs[10] == pytest.approx(5e-3)  # the end of the warmup
+    assert lrs[42] > 1e-5 and lrs[43:] == pytest.approx([1e-5] * 23)  # the cosine's end, the cooldown
+
+    first = tiny_config(tmp_path / "b", max_steps=30, **WHOLE_RECIPE)  # stops in epoch 1, MESA on
+    assert train(first, tiny_factory)["steps"] == 30
+    assert train(
+        replace(first, max_steps=None, resume=str(tmp_path / "b" / "run" / "last.pt")), tiny_factory
+    )["finished"]
+    a, b = state(tmp_path / "a" / "run" / "last.pt"), state(tmp_path / "b" / "run" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert read_csv(tmp_path / "a" / "run" / "steps.csv") == read_csv(tmp_path / "b" / "run" / "steps.csv")
+
+
+def test_mesa_switches_on_at_the_first_epoch_past_its_ratio(tmp_path):
+    # 2 epochs, ratio 0.25: epoch 0 (0 / 2) trains without MESA, epoch 1 (1 / 2) with it.
+    runs = {}
+    for mesa in (0.0, 5.0):
+        config = tiny_config(tmp_path / str(mesa), max_steps=23, **{**WHOLE_RECIPE, "mesa": mesa})
+        train(config, tiny_factory)
+        runs[mesa] = [float(row["loss"]) for row in read_csv(tmp_path / str(mesa) / "run" / "steps.csv")]
+    assert runs[0.0][:22] == runs[5.0][:22]  # the same steps until MESA starts
+    assert runs[5.0][22] > runs[0.0][22]  # then the distillation term adds to the loss

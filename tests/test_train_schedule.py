@@ -1,4 +1,5 @@
-"""Warmup + cosine: the values at the landmarks, and the scheduler object that applies them."""
+"""Warmup (from warmup_lr) + cosine + cooldown: the values at the landmarks, the phases in
+steps, and the scheduler object that applies them."""
 
 import itertools
 import math
@@ -7,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastervit.train.schedule import WarmupCosineLR, warmup_cosine_lr
+from fastervit.train.schedule import ScheduleSteps, WarmupCosineLR, warmup_cosine_lr
 
 BASE, MIN, WARMUP, TOTAL = 0.1, 0.001, 10, 111  # 100 steps of decay after the first
 
@@ -80,5 +81,64 @@ def test_state_dict_resumes_at_the_same_step():
 
 
 def test_rejects_warmup_as_long_as_training():
-    with pytest.raises(ValueError, match="total_steps > warmup_steps"):
+    with pytest.raises(ValueError, match="cosine_steps > warmup_steps"):
         WarmupCosineLR(_optimizer(), 10, 10)
+
+
+def test_warmup_starts_from_warmup_lr():
+    warmup_lr = 1e-4
+    lr = lambda step: warmup_cosine_lr(step, BASE, WARMUP, TOTAL, MIN, warmup_lr)
+    increment = (BASE - warmup_lr) / WARMUP
+    assert lr(0) == pytest.approx(warmup_lr + increment)
+    assert all(lr(s + 1) - lr(s) == pytest.approx(increment) for s in range(WARMUP - 1))
+    assert lr(WARMUP - 1) == pytest.approx(BASE)
+    assert lr(WARMUP + 50) == pytest.approx((BASE + MIN) / 2)  # the cosine is unchanged
+
+
+def test_warmup_matches_timm_as_the_release_steps_it():
+    # timm's warmup: warmup_lr + t (base - warmup_lr) / W at update t; the release advances the
+    # scheduler to t = step + 1 before each step, so step k trains at t = k + 1.
+    warmup_lr, base, warmup = 1e-6, 5e-3, 6260
+    for k in (0, 1, 100, 3000, warmup - 2):
+        timm = warmup_lr + (k + 1) * (base - warmup_lr) / warmup
+        assert warmup_cosine_lr(k, base, warmup, 97030, 5e-6, warmup_lr) == pytest.approx(timm, rel=1e-12)
+
+
+def test_schedule_steps_of_the_release():
+    # 1,281,167 images in global batches of 4096: 312 steps per epoch (the release drops the rest).
+    steps = ScheduleSteps.from_epochs(312, epochs=310, warmup_epochs=20, cooldown_epochs=10)
+    assert steps == ScheduleSteps(warmup=20 * 312, cosine=310 * 312, total=320 * 312)
+    assert ScheduleSteps.from_epochs(10, epochs=3, warmup_epochs=0.25).warmup == 2  # rounded (2.5 -> 2)
+
+
+def test_cooldown_stays_at_min_lr():
+    steps = ScheduleSteps.from_epochs(10, epochs=11, warmup_epochs=1, cooldown_epochs=3)
+    opt = _optimizer()
+    sched = WarmupCosineLR(opt, steps.warmup, steps.cosine, MIN, warmup_lr=1e-5)
+    seen = []
+    for _ in range(steps.total):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen[0] == pytest.approx(1e-5 + (BASE - 1e-5) / 10)
+    assert seen[steps.cosine - 1] == pytest.approx(MIN)  # the cosine ends on the last epoch
+    assert seen[steps.cosine - 2] > MIN
+    assert seen[steps.cosine :] == pytest.approx([MIN] * 30)  # three cooldown epochs
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ((10, 5, 5), "must be shorter than the cosine"),
+        ((0, 5, 1), "steps_per_epoch >= 1"),
+        ((10, 5, 1, -1), "cooldown_epochs >= 0"),
+    ],
+)
+def test_schedule_steps_refuse_impossible_phases(args, message):
+    with pytest.raises(ValueError, match=message):
+        ScheduleSteps.from_epochs(*args)
+
+
+def test_rejects_negative_warmup_lr():
+    with pytest.raises(ValueError, match="warmup_lr >= 0"):
+        WarmupCosineLR(_optimizer(), 2, 10, warmup_lr=-1.0)

@@ -10,6 +10,12 @@ Examples::
         --dataset imagefolder --data-dir /data/imagenet --lr-base 5e-3 --amp --amp-dtype bfloat16 ...
     python -m fastervit train ... --resume runs/fmnist/last.pt
     python -m fastervit train --model resnet18_like ...   (the peers: resnet18_like, vit_small_like)
+    torchrun --nnodes=4 --nproc_per_node=8 -m fastervit train --model faster_vit_0_224 \
+        --preset faster_vit_0 --dataset imagefolder --data-dir /data/imagenet --output runs/fv0
+
+The release's recipe for a FasterViT size: --preset faster_vit_N fills every training
+setting from its configuration file (fastervit.train.presets); flags given explicitly win, and
+run.json records the resolved settings.
 
 Learning rate, as in timm: global batch = -b x processes x --grad-accum-steps. --lr, when
 given, is used as it is. Otherwise lr = --lr-base x global batch / --lr-base-size, square-rooted
@@ -42,8 +48,10 @@ from fastervit.commands.common import (
     positive_int,
     probability,
 )
+from fastervit.data.random_erasing import MODES as ERASE_MODES
 from fastervit.train.config import LR_BASE_SCALES, OPTIMIZERS, TrainConfig
 from fastervit.train.loop import train
+from fastervit.train.presets import PRESETS, preset_values
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
@@ -88,6 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add(g, "--resume", help="continue from this checkpoint (a run's last.pt), with the same settings")
     add(
         g,
+        "--preset",
+        choices=tuple(PRESETS),
+        help="start from the release's settings for this FasterViT size (fastervit.train.presets; "
+        "flags given explicitly win)",
+    )
+    add(
+        g,
         "--rewind",
         action="store_true",
         help="allow --resume from a checkpoint older than the output's last.pt (best.pt, say), "
@@ -121,7 +136,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add(g, "--opt-eps", type=positive_float, help="optimizer epsilon")
     add(g, "--weight-decay", type=non_negative_float, help="decoupled weight decay")
     add(g, "--warmup-epochs", type=non_negative_float, help="linear warmup length, in (fractional) epochs")
+    add(g, "--warmup-lr", type=non_negative_float, help="learning rate the warmup starts from")
     add(g, "--min-lr", type=non_negative_float, help="learning rate at the end of the cosine decay")
+    add(
+        g,
+        "--cooldown-epochs",
+        type=non_negative_int,
+        help="epochs at --min-lr after the cosine; the run lasts --epochs + these",
+    )
     add(
         g,
         "--clip-grad",
@@ -151,6 +173,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add(g, "--drop-path", type=probability, help="stochastic depth rate (default: the model's)")
     add(g, "--model-ema", action="store_true", help="keep an EMA of the weights, evaluate and select with it")
     add(g, "--model-ema-decay", type=probability, help="EMA decay")
+    add(
+        g,
+        "--mesa",
+        type=non_negative_float,
+        help="weight of MESA, the distillation from the EMA model (needs --model-ema; 0 disables)",
+    )
+    add(
+        g,
+        "--mesa-start-ratio",
+        type=probability,
+        help="MESA from the first epoch past this fraction of --epochs",
+    )
     add_resolution(
         g,
         "image side, a multiple of 32; training crops squares, so H W must be equal (default: "
@@ -167,7 +201,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add(g, "--hflip", type=probability, help="horizontal flip probability")
     add(g, "--color-jitter", type=non_negative_float, help="colour jitter strength (when --aa is off)")
-    add(g, "--aa", help="RandAugment spec, e.g. rand-m9-n2 (default: off)")
+    add(
+        g,
+        "--aa",
+        help="RandAugment policy in timm's notation, e.g. rand-m9-mstd0.5-inc1 (sections m, n, p, "
+        "mstd, mmax, inc, w; default: off)",
+    )
+    add(g, "--reprob", type=probability, help="random erasing probability, 0 disables")
+    add(g, "--remode", choices=ERASE_MODES, help="random erasing fill: per pixel, per box, or zeros")
+    add(g, "--recount", type=positive_int, help="random erasing: largest number of boxes per image")
 
     g = p.add_argument_group("hardware")
     add(g, "--device", choices=("cpu", "cuda"), help="default: cuda when available")
@@ -192,7 +234,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """A :class:`TrainConfig` from parsed flags; flags left out keep the config's defaults."""
+    """A :class:`TrainConfig` from parsed flags: the ``--preset``'s settings, if one is given,
+    under the flags given explicitly; the config's defaults for everything else."""
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     given["output"] = str(given["output"])
@@ -206,6 +249,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                 f"transforms crop and resize squares); pass one side, e.g. --resolution {height}."
             )
         given["resolution"] = height
+    if args.preset is not None:
+        given = {**preset_values(args.preset), **given}
     return TrainConfig(**given)
 
 

@@ -5,6 +5,9 @@
   :func:`~fastervit.data.datasets.build_dataset`;
 * :mod:`~fastervit.data.transforms`: augmentation and evaluation pipelines in Pillow/torch,
   and the evaluation pipeline of released weights from their ``pretrained_cfg``;
+* :mod:`~fastervit.data.rand_augment`, :mod:`~fastervit.data.random_erasing`: timm's
+  RandAugment policies and random erasing, drawing from an explicit generator
+  (:mod:`~fastervit.data.draw`);
 * :mod:`~fastervit.data.mixup`: mixup and cutmix with soft targets;
 * :mod:`~fastervit.data.sampler`: a reproducible, resumable, sharded data order.
 """

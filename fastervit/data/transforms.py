@@ -5,21 +5,25 @@ from the ``torch.Generator`` it is given, so an augmented sample is reproducible
 generator's seed alone (the datasets seed it from the run seed, the epoch and the index).
 Deterministic transforms ignore the generator.
 
-Training: random resized crop -> horizontal flip -> RandAugment, or colour jitter when
-RandAugment is off -> tensor -> normalise. Evaluation (:func:`eval_transform`, timm's
-rules): resize to ``img_size / crop_pct`` -> centre crop ``img_size`` -> tensor -> normalise;
-:func:`pretrained_eval_transform` builds it from a released model's ``pretrained_cfg``.
+Training: random resized crop -> horizontal flip -> RandAugment (timm's policy strings,
+:mod:`~fastervit.data.rand_augment`), or colour jitter when RandAugment is off -> tensor ->
+normalise -> random erasing (:mod:`~fastervit.data.random_erasing`). Evaluation
+(:func:`eval_transform`, timm's rules): resize to ``img_size / crop_pct`` -> centre crop
+``img_size`` -> tensor -> normalise; :func:`pretrained_eval_transform` builds it from a
+released model's ``pretrained_cfg``.
 """
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance
 
+from fastervit.data.draw import randint, uniform
+from fastervit.data.rand_augment import parse_rand_augment
+from fastervit.data.random_erasing import RandomErasing
 from fastervit.variants import PretrainedCfg
 
 Transform = Callable[[Image.Image | torch.Tensor, torch.Generator], Image.Image | torch.Tensor]
@@ -41,15 +45,6 @@ Size = int | tuple[int, int]  # a square's side, or (height, width)
 
 def _pair(size: Size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def _randint(generator: torch.Generator, high: int) -> int:
-    """An integer in ``[0, high)``."""
-    return int(torch.randint(high, (1,), generator=generator))
 
 
 class Compose:
@@ -84,13 +79,13 @@ class RandomResizedCrop:
         area = width * height
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         for _ in range(10):
-            target_area = area * _uniform(generator, *self.scale)
-            aspect = math.exp(_uniform(generator, *log_ratio))
+            target_area = area * uniform(generator, *self.scale)
+            aspect = math.exp(uniform(generator, *log_ratio))
             w = round(math.sqrt(target_area * aspect))
             h = round(math.sqrt(target_area / aspect))
             if 0 < w <= width and 0 < h <= height:
-                top = _randint(generator, height - h + 1)
-                left = _randint(generator, width - w + 1)
+                top = randint(generator, height - h + 1)
+                left = randint(generator, width - w + 1)
                 return left, top, left + w, top + h
         aspect = min(max(width / height, self.ratio[0]), self.ratio[1])
         w, h = (
@@ -127,70 +122,8 @@ class ColorJitter:
     def __call__(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
         low, high = max(0.0, 1.0 - self.strength), 1.0 + self.strength
         for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-            image = enhancer(image).enhance(_uniform(generator, low, high))
+            image = enhancer(image).enhance(uniform(generator, low, high))
         return image
-
-
-def _fill(image: Image.Image) -> int | tuple[int, ...]:
-    """Mid-grey in the image's mode, for pixels that geometric ops uncover."""
-    bands = len(image.getbands())
-    return 128 if bands == 1 else (128,) * bands
-
-
-def _affine(image: Image.Image, coeffs: tuple[float, ...]) -> Image.Image:
-    return image.transform(image.size, Image.Transform.AFFINE, coeffs, fillcolor=_fill(image))
-
-
-# RandAugment's operations. Each takes the image and a signed strength ``level`` in [-1, 1]
-# (magnitude / 10, with a random sign); ops without a direction ignore the sign.
-_RAND_AUGMENT_OPS: dict[str, Callable[[Image.Image, float], Image.Image]] = {
-    "identity": lambda img, level: img,
-    "autocontrast": lambda img, level: ImageOps.autocontrast(img),
-    "equalize": lambda img, level: ImageOps.equalize(img),
-    "rotate": lambda img, level: img.rotate(30.0 * level, resample=BICUBIC, fillcolor=_fill(img)),
-    "solarize": lambda img, level: ImageOps.solarize(img, round(256 - 256 * abs(level))),
-    "posterize": lambda img, level: ImageOps.posterize(img, 8 - round(4 * abs(level))),
-    "contrast": lambda img, level: ImageEnhance.Contrast(img).enhance(1.0 + 0.9 * level),
-    "brightness": lambda img, level: ImageEnhance.Brightness(img).enhance(1.0 + 0.9 * level),
-    "sharpness": lambda img, level: ImageEnhance.Sharpness(img).enhance(1.0 + 0.9 * level),
-    "shear_x": lambda img, level: _affine(img, (1, 0.3 * level, 0, 0, 1, 0)),
-    "shear_y": lambda img, level: _affine(img, (1, 0, 0, 0.3 * level, 1, 0)),
-    "translate_x": lambda img, level: _affine(img, (1, 0, 0.45 * level * img.size[0], 0, 1, 0)),
-    "translate_y": lambda img, level: _affine(img, (1, 0, 0, 0, 1, 0.45 * level * img.size[1])),
-}
-
-
-@dataclass
-class RandAugment:
-    """Apply ``num_ops`` operations drawn uniformly (with repetition) at ``magnitude`` / 10.
-
-    A small version of Cubuk et al., 2020: the thirteen operations above, one global
-    magnitude in ``[0, 10]``, a random sign for directional ops.
-    """
-
-    num_ops: int = 2
-    magnitude: float = 9.0
-
-    def __call__(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
-        names = list(_RAND_AUGMENT_OPS)
-        for _ in range(self.num_ops):
-            op = _RAND_AUGMENT_OPS[names[_randint(generator, len(names))]]
-            sign = 1.0 if float(torch.rand((), generator=generator)) < 0.5 else -1.0
-            image = op(image, sign * self.magnitude / 10.0)
-        return image
-
-
-def parse_rand_augment(spec: str) -> RandAugment:
-    """Build :class:`RandAugment` from ``"rand-m<magnitude>-n<num_ops>"``, e.g. ``"rand-m9-n2"``."""
-    match = re.fullmatch(r"rand-m(\d+(?:\.\d+)?)-n(\d+)", spec)
-    if match is None:
-        raise ValueError(
-            f"Expected a RandAugment spec like 'rand-m9-n2' (magnitude 0-10, number of ops), got {spec!r}."
-        )
-    magnitude, num_ops = float(match.group(1)), int(match.group(2))
-    if not 0 <= magnitude <= 10:
-        raise ValueError(f"RandAugment magnitude must be in [0, 10], got {magnitude} in {spec!r}.")
-    return RandAugment(num_ops=num_ops, magnitude=magnitude)
 
 
 @dataclass
@@ -288,7 +221,9 @@ class TransformConfig:
         scale, ratio: random resized crop's area fraction and aspect-ratio ranges.
         hflip: probability of a horizontal flip.
         color_jitter: colour-jitter strength, used when ``rand_augment`` is None; 0 disables.
-        rand_augment: a RandAugment spec such as ``"rand-m9-n2"``, or None.
+        rand_augment: a timm RandAugment policy such as ``"rand-m9-mstd0.5-inc1"``, or None.
+        re_prob, re_mode, re_count: random erasing's probability (0 disables), fill mode
+            and largest number of rectangles (timm's ``--reprob``, ``--remode``, ``--recount``).
         crop_pct: evaluation crops ``img_size`` out of a ``img_size / crop_pct`` resize
             (see :func:`eval_transform`).
     """
@@ -301,6 +236,9 @@ class TransformConfig:
     hflip: float = 0.5
     color_jitter: float = 0.4
     rand_augment: str | None = None
+    re_prob: float = 0.0
+    re_mode: str = "pixel"
+    re_count: int = 1
     crop_pct: float = 0.875
 
 
@@ -359,10 +297,14 @@ def build_transform(config: TransformConfig, train: bool) -> Compose:
         if config.hflip > 0:
             steps.append(RandomHorizontalFlip(config.hflip))
         if config.rand_augment is not None:
-            steps.append(parse_rand_augment(config.rand_augment))
+            # timm fills uncovered pixels with the dataset's mean colour
+            fill = tuple(min(255, round(255 * m)) for m in config.mean)
+            steps.append(parse_rand_augment(config.rand_augment, fill=fill))
         elif config.color_jitter > 0:
             steps.append(ColorJitter(config.color_jitter))
     else:
         return eval_transform(config.img_size, config.mean, config.std, config.crop_pct)
     steps += [to_tensor, Normalize(config.mean, config.std)]
+    if train and config.re_prob > 0:
+        steps.append(RandomErasing(config.re_prob, config.re_mode, max_count=config.re_count))
     return Compose(steps)

@@ -1,8 +1,10 @@
 """Training FasterViT (chapters 10 and 11): the recipe's pieces and the loop.
 
 * :mod:`~fastervit.train.optim`: LAMB and weight-decay parameter groups;
-* :mod:`~fastervit.train.schedule`: per-step linear warmup + cosine decay;
+* :mod:`~fastervit.train.schedule`: per-step linear warmup + cosine decay + cooldown;
 * :mod:`~fastervit.train.ema`: exponential moving average of the weights;
+* :mod:`~fastervit.train.mesa`: MESA, the distillation from the EMA the release trains with;
+* :mod:`~fastervit.train.presets`: the release's settings per FasterViT size, with sources;
 * :mod:`~fastervit.train.losses`: label-smoothed and soft-target cross-entropy;
 * :mod:`~fastervit.train.config`: :class:`~fastervit.train.config.TrainConfig`, every setting;
 * :mod:`~fastervit.train.build`: the objects of a run (data, model, optimizer, schedule ...);

@@ -26,7 +26,7 @@ from fastervit.train.config import TrainConfig
 from fastervit.train.distributed import Distributed
 from fastervit.train.ema import ModelEma
 from fastervit.train.optim import Lamb, param_groups_weight_decay
-from fastervit.train.schedule import WarmupCosineLR
+from fastervit.train.schedule import ScheduleSteps, WarmupCosineLR
 
 # factory(name, **model_kwargs) -> model mapping (B, C, H, W) images to (B, num_classes)
 # logits; called with pretrained=<the checkpoint dict>, skip_head=... too when fine-tuning.
@@ -78,8 +78,11 @@ class Run:
     mixup: Mixup | None
     lr: float
     steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
+    steps: ScheduleSteps  # warmup, cosine and total (cooldown included) in optimizer steps
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps.total
 
     @property
     def output(self) -> Path:
@@ -100,8 +103,9 @@ class Run:
             "lr_scaling": None if self.config.lr is not None else self.config.lr_scaling(),
             "amp_dtype": None if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch."),
             "steps_per_epoch": self.steps_per_epoch,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
+            "total_steps": self.steps.total,
+            "warmup_steps": self.steps.warmup,
+            "cosine_steps": self.steps.cosine,
             "train_images": len(self.data.train_set),
             "val_images": len(self.data.val_set),
         }
@@ -130,6 +134,9 @@ def build_data(config: TrainConfig, dist: Distributed) -> RunData:
         "hflip": config.hflip,
         "color_jitter": config.color_jitter,
         "rand_augment": config.aa,
+        "re_prob": config.reprob,
+        "re_mode": config.remode,
+        "re_count": config.recount,
     }
     if config.resolution is not None:
         options["img_size"] = config.resolution
@@ -188,8 +195,8 @@ def _make_model(config: TrainConfig, model_kwargs: dict, factory: ModelFactory, 
     return model
 
 
-def schedule_lengths(config: TrainConfig, data: RunData, world_size: int) -> tuple[int, int, int]:
-    """``(steps_per_epoch, total_steps, warmup_steps)``, refusing runs too small to schedule."""
+def schedule_steps(config: TrainConfig, data: RunData, world_size: int) -> tuple[int, ScheduleSteps]:
+    """``(steps_per_epoch, phases)``, refusing runs too small to schedule."""
     steps_per_epoch = len(data.train_loader) // config.grad_accum_steps
     if steps_per_epoch == 0:
         raise ValueError(
@@ -197,15 +204,10 @@ def schedule_lengths(config: TrainConfig, data: RunData, world_size: int) -> tup
             f"{config.global_batch(world_size)} (batch {config.batch_size} x {world_size} processes "
             f"x {config.grad_accum_steps} accumulation steps); lower --batch-size."
         )
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    if warmup_steps >= total_steps:
-        raise ValueError(
-            f"Warmup ({config.warmup_epochs} epochs = {warmup_steps} steps) must be shorter "
-            f"than training ({config.epochs} epochs = {total_steps} steps); lower "
-            "--warmup-epochs or raise --epochs."
-        )
-    return steps_per_epoch, total_steps, warmup_steps
+    phases = ScheduleSteps.from_epochs(
+        steps_per_epoch, config.epochs, config.warmup_epochs, config.cooldown_epochs
+    )
+    return steps_per_epoch, phases
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -229,7 +231,7 @@ def build_run(
 
     The caller seeds the generators first: the initial weights come from them.
     """
-    steps_per_epoch, total_steps, warmup_steps = schedule_lengths(config, data, dist.world_size)
+    steps_per_epoch, steps = schedule_steps(config, data, dist.world_size)
     model = _make_model(config, model_kwargs, factory, load_pretrained=not resuming)
     if config.sync_bn and dist.enabled:
         if dist.device.type != "cuda":
@@ -271,13 +273,14 @@ def build_run(
         trained=trained,
         ema=ema,
         optimizer=optimizer,
-        scheduler=WarmupCosineLR(optimizer, warmup_steps, total_steps, config.min_lr),
+        scheduler=WarmupCosineLR(
+            optimizer, steps.warmup, steps.cosine, config.min_lr, warmup_lr=config.warmup_lr
+        ),
         # Only float16 needs its loss scaled (bfloat16 has float32's range).
         scaler=torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16),
         amp_dtype=amp_dtype,
         mixup=mixup,
         lr=lr,
         steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-        warmup_steps=warmup_steps,
+        steps=steps,
     )

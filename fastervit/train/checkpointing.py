@@ -25,7 +25,7 @@ existing one, and a resumption never silently goes back to an older checkpoint t
 import logging
 import random
 import shutil
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +76,10 @@ def check_same_model(checkpoint: dict, model_name: str, model_kwargs: dict, path
 def check_resumable(checkpoint: dict, config: TrainConfig, world_size: int) -> None:
     """Raise if ``checkpoint``'s run had other settings that shape it, or another number of
     processes (data order and random streams depend on it)."""
-    saved = checkpoint["config"]
+    # A setting the checkpoint does not record is newer than it: the run had its default
+    # (every new setting defaults to the behaviour from before it existed).
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    saved = {**defaults, **checkpoint["config"]}
     changed = [
         f"{key} (checkpoint {saved.get(key)!r}, now {value!r})"
         for key, value in config.to_dict().items()

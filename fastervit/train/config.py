@@ -1,8 +1,9 @@
 """Every setting of a training run, in one frozen dataclass (the ``train`` flags map onto it).
 
 The defaults follow the recipe's ingredients (LAMB, weight decay 0.05, label smoothing 0.1,
-linear warmup then cosine decay) at a scale usable on small data; EMA, mixup and cutmix are
-opt-in. A new setting is one more field here (with its check in ``__post_init__`` and its
+linear warmup then cosine decay) at a scale usable on small data; EMA, mixup, cutmix,
+RandAugment, random erasing, MESA and a cooldown are opt-in. The release's settings per
+FasterViT size are in :mod:`fastervit.train.presets` (``train --preset``). A new setting is one more field here (with its check in ``__post_init__`` and its
 flag in :mod:`fastervit.commands.train`); the loop reads it from the config it is given.
 
 Learning rate, timm's rule (``train.py``): the global batch is
@@ -18,6 +19,8 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from fastervit.amp import AMP_DTYPES
+from fastervit.data.rand_augment import parse_rand_augment
+from fastervit.data.random_erasing import MODES as ERASE_MODES
 
 OPTIMIZERS = ("lamb", "adamw")
 LR_BASE_SCALES = ("linear", "sqrt")
@@ -31,6 +34,7 @@ class TrainConfig:
     model: str
     dataset: str
     output: str
+    preset: str | None = None  # the fastervit.train.presets entry that filled the defaults
     data_dir: str | None = None
     model_kwargs: dict = field(default_factory=dict)
     num_classes: int | None = None  # None: the dataset's
@@ -48,7 +52,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     opt_eps: float = 1e-6
     warmup_epochs: float = 5.0
+    warmup_lr: float = 0.0  # the warmup starts one step above it
     min_lr: float = 1e-5
+    cooldown_epochs: int = 0  # epochs at min_lr after the cosine (the run lasts epochs + these)
     clip_grad: float | None = None
     grad_accum_steps: int = 1
     max_steps: int | None = None
@@ -62,12 +68,17 @@ class TrainConfig:
     drop_path: float | None = None  # None: the model's
     model_ema: bool = False
     model_ema_decay: float = 0.9998
+    mesa: float = 0.0  # weight of the distillation from the EMA (0: off)
+    mesa_start_ratio: float = 0.25  # MESA from the first epoch past this fraction of --epochs
     resolution: int | None = None  # the square side; None: the dataset's
     crop_pct: float | None = None
     scale: tuple[float, float] = (0.08, 1.0)
     hflip: float = 0.5
     color_jitter: float = 0.4
-    aa: str | None = None
+    aa: str | None = None  # a timm RandAugment policy, e.g. rand-m9-mstd0.5-inc1
+    reprob: float = 0.0  # random erasing: probability, fill mode, largest number of boxes
+    remode: str = "pixel"
+    recount: int = 1
     # Hardware.
     device: str | None = None
     amp: bool = False
@@ -93,6 +104,23 @@ class TrainConfig:
             at_least("resolution", self.resolution, 1),
             at_least("lr_base_size", self.lr_base_size, 1),
             at_least("workers", self.workers, 0),
+            at_least("warmup_lr", self.warmup_lr, 0),
+            at_least("cooldown_epochs", self.cooldown_epochs, 0),
+            at_least("recount", self.recount, 1),
+            at_least("mesa", self.mesa, 0),
+            (0 <= self.reprob <= 1, f"--reprob must be in [0, 1], got {self.reprob}"),
+            (
+                self.remode in ERASE_MODES,
+                f"--remode must be one of {', '.join(ERASE_MODES)}, got {self.remode!r}",
+            ),
+            (
+                0 <= self.mesa_start_ratio <= 1,
+                f"--mesa-start-ratio must be in [0, 1], got {self.mesa_start_ratio}",
+            ),
+            (
+                self.mesa == 0 or self.model_ema,
+                "--mesa needs --model-ema: the EMA of the weights is MESA's teacher",
+            ),
             (0 <= self.smoothing < 1, f"--smoothing must be in [0, 1), got {self.smoothing}"),
             (self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.lr_base > 0, f"--lr-base must be > 0, got {self.lr_base}"),
@@ -106,6 +134,11 @@ class TrainConfig:
                 f"--amp-dtype must be one of {', '.join(AMP_DTYPES)}, got {self.amp_dtype!r}",
             ),
         ]
+        if self.aa is not None:
+            try:
+                parse_rand_augment(self.aa)
+            except ValueError as error:
+                checks.append((False, f"--aa: {error}".rstrip(".")))
         errors = [message for ok, message in checks if not ok]
         if errors:
             raise ValueError("Invalid training settings: " + "; ".join(errors) + ".")
@@ -135,6 +168,7 @@ class TrainConfig:
 # (the device and compilation change only the rounding; the pretrained file is read only at
 # the start, a resumed run takes its weights from the checkpoint).
 RESUMABLE_CHANGES = (
+    "preset",  # only a record: the settings it filled in are compared one by one
     "max_steps",
     "resume",
     "rewind",

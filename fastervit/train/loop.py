@@ -2,8 +2,10 @@
 
 One optimizer step = ``grad_accum_steps`` micro-batches of ``batch_size`` images on each of
 ``world_size`` processes. :func:`train_step`: mixup/cutmix (optional) -> forward under
-autocast (optional) -> soft-target or label-smoothed cross-entropy -> backward (scaled for
-float16) -> stop if the loss is not finite -> unscale, clip -> optimizer -> scheduler -> EMA.
+autocast (optional) -> soft-target or label-smoothed cross-entropy, plus MESA's distillation
+from the EMA once it is on (optional) -> backward (scaled for float16) -> stop if the loss is
+not finite -> unscale, clip -> optimizer -> scheduler -> EMA. The run lasts ``epochs +
+cooldown_epochs`` epochs.
 :func:`train_one_epoch` runs the steps of one epoch; after it, :func:`end_epoch` evaluates
 (also with the EMA weights when kept), logs, and writes ``last.pt`` (and ``best.pt`` when
 top-1 improved) atomically. :func:`train` builds the run and ties them together.
@@ -51,6 +53,7 @@ from fastervit.train.config import TrainConfig
 from fastervit.train.distributed import Distributed, setup_distributed
 from fastervit.train.evaluate import evaluate_run, predict, write_report
 from fastervit.train.losses import label_smoothing_cross_entropy, soft_target_cross_entropy
+from fastervit.train.mesa import mesa_active, mesa_loss
 from fastervit.train.runlog import RunLog, environment
 
 Callback = Callable[[str, dict], None]
@@ -65,6 +68,8 @@ class NonFiniteLossError(RuntimeError):
 def train_step(run: Run, progress: Progress, batches: Iterator) -> tuple[float, float, float]:
     """One optimizer step over ``grad_accum_steps`` micro-batches; returns (loss, lr, grad norm)."""
     config, dist, accum = run.config, run.dist, run.config.grad_accum_steps
+    epoch = progress.step // run.steps_per_epoch
+    mesa = config.mesa > 0 and mesa_active(epoch, config.epochs, config.mesa_start_ratio)
     run.optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=dist.device)
     for micro in range(accum):
@@ -86,6 +91,10 @@ def train_step(run: Run, progress: Progress, batches: Iterator) -> tuple[float, 
                 loss = soft_target_cross_entropy(logits, targets)
             else:
                 loss = label_smoothing_cross_entropy(logits, labels, config.smoothing)
+            if mesa:  # the EMA, on the same (mixed) images, as a teacher
+                with torch.no_grad(), autocast(dist.device, run.amp_dtype):
+                    teacher_logits = run.ema.module(images)  # (B, K)
+                loss = loss + config.mesa * mesa_loss(logits, teacher_logits)
             run.scaler.scale(loss / accum).backward()
         loss_sum += loss.detach()
     mean_loss = float(dist.all_reduce_sum(loss_sum / accum)) / dist.world_size
