@@ -7,6 +7,7 @@ compiles (too slow for the suite): compiled deploys are checked by ``bench --abl
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import fastervit
 from fastervit import FasterViT
@@ -91,6 +92,14 @@ def test_linear_keeps_autograd_and_autocast():
     assert x.grad is not None and layer.weight.grad.shape == (24, 16)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert linear(x.detach(), layer.weight, layer.bias).dtype == torch.bfloat16
+
+
+def test_linear_is_visible_to_flop_counting_in_inference():
+    """Under a dispatch mode (FlopCounterMode) the layer runs the standard operator it counts."""
+    layer = Linear(16, 24)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        layer(torch.randn(5, 16))
+    assert counter.get_total_flops() == 2 * 5 * 16 * 24
 
 
 @pytest.mark.parametrize(

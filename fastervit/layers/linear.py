@@ -9,14 +9,17 @@ for FasterViT's shapes; the results agree to float32 rounding.
 
 The oneDNN kernel is used only where nothing needs more than the output: on the CPU, in
 float32 or bfloat16, with autograd off (``torch.no_grad`` or ``torch.inference_mode``), not
-under autocast (which must see ``F.linear`` to cast it), and not while ``torch.compile``,
+under autocast (which must see ``F.linear`` to cast it), not while ``torch.compile``,
 ``torch.export`` or ``torch.jit.trace`` record the graph (they expect the standard operator;
-Inductor picks oneDNN kernels of its own). Everywhere else the layer is ``F.linear``.
+Inductor picks oneDNN kernels of its own), and not while a dispatch mode watches the
+operators (PyTorch's ``FlopCounterMode``, the memory counter of chapter 12: they know
+``aten.addmm``, not oneDNN's kernel). Everywhere else the layer is ``F.linear``.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 _ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -32,6 +35,7 @@ def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
         and not torch.jit.is_scripting()
+        and not is_in_torch_dispatch_mode()
     )
 
 
