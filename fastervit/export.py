@@ -1,4 +1,4 @@
-"""Deployment (chapter 12): ``torch.export`` and ONNX, each checked against eager PyTorch.
+"""Deployment (chapter 12): ``torch.export``, ONNX and weight files, each checked against eager PyTorch.
 
 * :func:`export_program` traces a model into an ``ExportedProgram`` (a graph of ATen
   operators with the weights, no Python left), with a dynamic batch dimension; it is saved
@@ -6,7 +6,7 @@
 * :func:`export_onnx` writes an ONNX file with a dynamic batch dimension through PyTorch's
   dynamo-based exporter (needs the ``onnx`` and ``onnxscript`` packages: ``pip install
   "fastervit-book[export]"``); :func:`onnx_runner` runs it with ONNX Runtime.
-* :func:`export_model` does one of the two, then compares the file's outputs with the eager
+* :func:`export_model` does one of the three, then compares the file's outputs with the eager
   model's on random batches of 1 and 3 images (a batch size other than the one traced). It
   reports ``verified`` only when every output agrees within a tolerance scaled to that
   output (:data:`RTOL` times its largest absolute value, plus :data:`ATOL`), and raises
@@ -19,6 +19,7 @@ Files are written atomically: into a temporary folder beside the target, then re
 """
 
 import contextlib
+import copy
 import importlib.util
 import logging
 import math
@@ -31,11 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastervit.checkpoint import atomic_path
+from fastervit.checkpoint import atomic_path, atomic_save, load_checkpoint
 from fastervit.layers.attention import attention_modules
 from fastervit.model import FasterViT
 
-FORMATS = ("export", "onnx")
+FORMATS = ("export", "onnx", "weights")
 Outputs = torch.Tensor | tuple[torch.Tensor, ...]
 # Largest batch the exported graph promises to accept; the exporters need a bound.
 MAX_BATCH = 4096
@@ -45,7 +46,14 @@ MAX_BATCH = 4096
 # reorder sums and reach about 1e-6 relative, so 1e-4 leaves room without hiding real bugs.
 RTOL = 1e-4
 ATOL = 1e-6
-TOLERANCE = f"every output within {RTOL:g} x its largest |value| + {ATOL:g} of eager PyTorch"
+# Float16 weights keep 11 significant bits (each value moves by at most 2**-11 of itself);
+# logits then move by about 1e-3 of their scale, so half-precision files are held to 1e-2.
+HALF_RTOL = 1e-2
+
+
+def tolerance(rtol: float = RTOL) -> str:
+    """The agreement rule, in words, for a relative tolerance ``rtol``."""
+    return f"every output within {rtol:g} x its largest |value| + {ATOL:g} of eager PyTorch"
 
 
 class ExportMismatchError(ValueError):
@@ -204,8 +212,8 @@ class Difference:
     within: bool
 
 
-def difference(reference: Outputs, candidate: Outputs) -> Difference:
-    """Compare two outputs (a tensor or a tuple of tensors, shapes must agree)."""
+def difference(reference: Outputs, candidate: Outputs, rtol: float = RTOL) -> Difference:
+    """Compare two outputs (a tensor or a tuple of tensors, shapes must agree) within ``rtol``."""
     reference = (reference,) if isinstance(reference, torch.Tensor) else tuple(reference)
     candidate = (candidate,) if isinstance(candidate, torch.Tensor) else tuple(candidate)
     if len(reference) != len(candidate):
@@ -220,7 +228,7 @@ def difference(reference: Outputs, candidate: Outputs) -> Difference:
             diff = math.inf
         max_abs = max(max_abs, diff)
         max_rel = max(max_rel, diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf))
-        within = within and diff <= RTOL * scale + ATOL
+        within = within and diff <= rtol * scale + ATOL
     return Difference(max_abs, max_rel, within)
 
 
@@ -230,8 +238,9 @@ def compare(
     input_shape: Sequence[int],
     batch_sizes: Sequence[int] = (1, 3),
     seed: int = 0,
+    rtol: float = RTOL,
 ) -> dict[int, Difference]:
-    """How ``runner`` differs from ``model`` on a random batch of each size.
+    """How ``runner`` differs from ``model`` on a random batch of each size, within ``rtol``.
 
     ``input_shape`` is ``(C, H, W)``; inputs are standard normal from a generator seeded
     with ``seed``.
@@ -242,8 +251,29 @@ def compare(
     for batch in batch_sizes:
         x = torch.randn(batch, *input_shape, generator=generator)
         with torch.no_grad():
-            diffs[batch] = difference(model(x), runner(x))
+            diffs[batch] = difference(model(x), runner(x), rtol)
     return diffs
+
+
+def save_weights(model: nn.Module, path: str | Path, half: bool = False) -> Path:
+    """Write ``model``'s state dict as ``{"state_dict": ...}`` (the release's format), atomically.
+
+    With ``half``, floating-point tensors are stored in float16 (half the file); loading
+    casts them back to the model's type.
+    """
+    state = {
+        key: value.half() if half and value.is_floating_point() else value
+        for key, value in model.state_dict().items()
+    }
+    atomic_save({"state_dict": state}, path)
+    return Path(path)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """A copy of ``model`` with the weights of the file at ``path`` (strict: same keys and shapes)."""
+    loaded = copy.deepcopy(model)
+    load_checkpoint(loaded, path)
+    return loaded.eval()
 
 
 def check_output_name(fmt: str, output: str | Path) -> None:
@@ -260,13 +290,16 @@ def export_model(
     output: str | Path,
     input_shape: Sequence[int],
     batch_sizes: Sequence[int] = (1, 3),
+    half: bool = False,
 ) -> dict[str, Any]:
-    """Export ``model`` as ``fmt`` (``export``: a ``.pt2`` program; ``onnx``) and check the file.
+    """Export ``model`` as ``fmt`` (``export``: a ``.pt2`` program; ``onnx``; ``weights``: the
+    state dict in the release's format, in float16 with ``half``) and check the file.
 
     The model is traced on a random batch of 2 images of ``input_shape`` ``(C, H, W)``; the
     file is written beside ``output``, loaded back and compared with the eager model on
     batches of ``batch_sizes``, and moved onto ``output`` only if every output agrees within
-    the tolerance (:data:`TOLERANCE`). Where ONNX Runtime is missing, an ONNX file is
+    the tolerance (:func:`tolerance`: :data:`RTOL`, or :data:`HALF_RTOL` for float16
+    weights). Where ONNX Runtime is missing, an ONNX file is
     written but not checked (``verified`` False, ``note`` says why).
 
     The model is put in eval mode (BatchNorm statistics, no dropout) and left there.
@@ -281,18 +314,25 @@ def export_model(
             nothing is written and an existing ``output`` is left as it was.
     """
     check_output_name(fmt, output)
+    if half and fmt != "weights":
+        raise ValueError(f"half precision applies to weight files only, not to the {fmt!r} format")
+    rtol = HALF_RTOL if half else RTOL
     model.eval()
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(1))
     record: dict[str, Any] = {
         "output": str(output),
         "format": fmt,
         "input_shape": ["batch", *map(int, input_shape)],
-        "tolerance": TOLERANCE,
+        "tolerance": tolerance(rtol),
     }
     with atomic_path(output) as staged:
         if fmt == "export":
             save_program(export_program(model, example), staged)
             runner = load_program(staged)
+        elif fmt == "weights":
+            save_weights(model, staged, half)
+            runner = load_weights(model, staged)
+            record["dtype"] = "float16" if half else "float32"
         else:
             export_onnx(model, example, staged)
             try:
@@ -302,7 +342,7 @@ def export_model(
                 record.update(verified=False, note=f"not checked: {error}")
         record["file_bytes"] = staged.stat().st_size
         if runner is not None:
-            diffs = compare(model, runner, input_shape, batch_sizes)
+            diffs = compare(model, runner, input_shape, batch_sizes, rtol=rtol)
             record.update(
                 verified=True,
                 max_abs_diff={str(b): d.max_abs for b, d in diffs.items()},
@@ -315,6 +355,6 @@ def export_model(
                 raise ExportMismatchError(
                     f"the exported {fmt} file disagrees with eager PyTorch: at batch {batch} an output "
                     f"differs by {worst.max_abs:.3g} ({worst.max_rel:.3g} of its largest value), beyond "
-                    f"the tolerance ({TOLERANCE}); nothing was written to {output}"
+                    f"the tolerance ({tolerance(rtol)}); nothing was written to {output}"
                 )
     return record

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 import fastervit.export
-from fastervit import FasterViT, save_checkpoint
+from fastervit import FasterViT, load_checkpoint, save_checkpoint
 from fastervit.commands.cli import main
 from fastervit.dense import SegmentationModel
 from fastervit.export import (
     ATOL,
+    HALF_RTOL,
     RTOL,
     BackboneFeatures,
     ExportMismatchError,
@@ -22,6 +23,7 @@ from fastervit.export import (
     export_model,
     export_program,
     load_program,
+    load_weights,
     onnx_runner,
     save_program,
 )
@@ -210,3 +212,65 @@ def test_cli_reports_errors_as_json(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert exit_info.value.code == 2 and record["status"] == "usage_error"
     assert "multiples of 32" in record["error"] and "64 64" in record["error"]
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_weights_file_round_trip(model, tmp_path, half):
+    path = tmp_path / "weights.pth"
+    record = export_model(model, "weights", path, SHAPE, half=half)
+    assert record["verified"] and record["dtype"] == ("float16" if half else "float32")
+    state = torch.load(path, weights_only=True)["state_dict"]  # the release's format
+    assert state.keys() == model.state_dict().keys()
+    floats = [v.dtype for v in state.values() if v.is_floating_point()]
+    assert set(floats) == {torch.float16 if half else torch.float32}
+    reloaded = FasterViT(**TINY)
+    load_checkpoint(reloaded, path)  # strict: same keys and shapes
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        expected, got = model(x), reloaded.eval()(x)
+    if half:  # float16 rounding moves the logits a little, never by the 1e-2 bound
+        assert 0 < difference(expected, got).max_rel < HALF_RTOL
+    else:
+        assert torch.equal(expected, got)
+
+
+def test_half_precision_bound_is_enforced(model, tmp_path, monkeypatch):
+    """A weights file that rounds worse than float16 would is refused."""
+
+    def coarse(loaded_model, path):
+        loaded = load_weights(loaded_model, path)
+        with torch.no_grad():
+            for p in loaded.parameters():
+                p.add_(0.05 * p.abs().max())
+        return loaded
+
+    monkeypatch.setattr(fastervit.export, "load_weights", coarse)
+    path = tmp_path / "w.pth"
+    with pytest.raises(ExportMismatchError, match="beyond the tolerance"):
+        export_model(model, "weights", path, SHAPE, half=True)
+    assert not path.exists()
+
+
+def test_cli_writes_half_weights_that_create_model_loads(tmp_path, capsys):
+    torch.manual_seed(2)
+    trained = FasterViT(**TINY).eval()
+    save_checkpoint(trained, tmp_path / "ckpt.pth")
+    output = tmp_path / "w.pth"
+    argv = ["export", *_tiny_flags(), "--num-classes", "10", "--checkpoint", str(tmp_path / "ckpt.pth"),
+            "--format", "weights", "--half", "--output", str(output)]  # fmt: skip
+    code, record = _cli(capsys, argv)
+    assert code == 0 and record["verified"] and record["dtype"] == "float16"
+    loaded = fastervit.create_model("faster_vit_0_224", pretrained=str(output), **TINY).eval()
+    x = torch.randn(1, *SHAPE)
+    with torch.no_grad():
+        assert difference(trained(x), loaded(x), HALF_RTOL).within
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--format", "onnx", "--half"], "--half"), (["--format", "weights", "--backbone"], "--backbone")],
+)
+def test_cli_refuses_flags_that_do_not_apply(tmp_path, capsys, flags, message):
+    output = tmp_path / ("m.onnx" if "onnx" in flags else "m.pth")
+    code, record = _cli(capsys, ["export", *_tiny_flags(), *flags, "--output", str(output)])
+    assert code == 1 and message in record["error"] and not output.exists()
