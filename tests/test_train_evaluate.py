@@ -70,3 +70,12 @@ def test_write_report(tmp_path):
     assert report["first_wrong"] == [
         {"index": 2, "label": 2, "predicted": 0, "top3": [[0, 0.5], [2, 0.4], [1, 0.1]]}
     ]
+    with open(tmp_path / "predictions.csv", newline="") as f:
+        every = list(csv.reader(f))
+    assert every == [
+        ["index", "label", "predicted"],
+        ["0", "0", "0"],
+        ["1", "1", "1"],
+        ["2", "2", "0"],
+        ["3", "2", "2"],
+    ]

@@ -7,6 +7,7 @@ Examples::
         --data-dir imagenet/val
     python -m fastervit eval --model faster_vit_0_224 --pretrained fastervit_0_224_1k.pth.tar \\
         --data-dir some_classes --class-map imagenet_folders.txt
+    python -m fastervit eval --model faster_vit_fashion_mnist --pretrained --dataset fashion_mnist
 
 ``--checkpoint`` takes a last.pt/best.pt of ``fastervit train``: the model is rebuilt from the
 checkpoint's model name and keyword arguments, with its EMA weights when the run kept them
@@ -21,7 +22,11 @@ the input size / crop_pct with its interpolation, keeping the aspect ratio ("cen
 ("squash"), centre-cropped, normalised by its mean and std. Labels are the class folders'
 positions in sorted order, which is right for a folder with all of the model's classes; for a
 folder with only some of them, ``--class-map FILE`` gives one class-folder name per line, the
-line number (from 0) being the class index, as timm's ``--class-map`` does.
+line number (from 0) being the class index, as timm's ``--class-map`` does. ``--pretrained``
+without a file takes the weights shipped with the package (the book's
+``faster_vit_fashion_mnist``), and ``--dataset NAME`` instead of ``--data-dir`` scores them on
+the val split of a named dataset (all 10,000 test images of ``fashion_mnist``), prepared the
+same way.
 
 The record holds top1, top5 (in %), the mean cross-entropy, the number of images and images/s
 (data loading included).
@@ -39,12 +44,15 @@ from torch import nn
 from fastervit.amp import AMP_DTYPES
 from fastervit.checkpoint import is_training_checkpoint, read_checkpoint, read_state_dict
 from fastervit.commands.common import add_resolution, json_object, non_negative_int, positive_int
-from fastervit.data.datasets import ClassFolders, ImageDataset, build_dataset, read_class_map
+from fastervit.data.datasets import ClassFolders, ImageDataset, build_dataset, build_source, read_class_map
 from fastervit.data.sampler import ResumableSampler
 from fastervit.data.transforms import pretrained_eval_transform
 from fastervit.peers import build_model
 from fastervit.train.build import ModelFactory
 from fastervit.train.checkpointing import load_training_checkpoint
+
+# --pretrained given without a file: the weights shipped with the package.
+SHIPPED = Path("<shipped>")
 from fastervit.train.distributed import setup_distributed
 from fastervit.train.evaluate import evaluate
 from fastervit.variants import create_model
@@ -119,8 +127,8 @@ def evaluate_checkpoint(
 
 def evaluate_pretrained(
     model_name: str,
-    pretrained: Path,
-    data_dir: Path,
+    pretrained: Path | None,
+    data_dir: Path | None,
     class_map: Path | None = None,
     resolution: tuple[int, int] | None = None,
     model_kwargs: dict[str, Any] | None = None,
@@ -128,13 +136,18 @@ def evaluate_pretrained(
     workers: int = 4,
     device: str | None = None,
     amp: str | None = None,
+    dataset: str | None = None,
 ) -> dict:
     """Score released weights on an ImageNet-style folder, prepared as ``pretrained_cfg`` says.
 
     Args:
         model_name: the registered variant the file holds, e.g. ``"faster_vit_0_224"``.
-        pretrained: a file in the release's format, or a bare state dict.
-        data_dir: ``data_dir/<class>/.../<image>``.
+        pretrained: a file in the release's format, or a bare state dict; None for the
+            weights shipped with the package (``create_model(name, pretrained=True)``).
+        data_dir: ``data_dir/<class>/.../<image>``; with ``dataset``, that dataset's folder
+            (None: where the package finds it).
+        dataset: a named dataset (``fashion_mnist``) whose ``val`` split is scored instead of
+            a folder; its own labels, so no ``class_map``.
         class_map: one class-folder name per line, line ``i`` being class ``i``; by default
             the sorted folder names, which must then be as many as the model's classes.
         resolution: ``(H, W)`` input size instead of the ``pretrained_cfg``'s; the crop
@@ -148,14 +161,18 @@ def evaluate_pretrained(
         images and images/s.
     """
     classes = read_class_map(class_map) if class_map is not None else None
-    source = ClassFolders(data_dir, classes)  # bad folders fail here, before a large file is read
-    checkpoint = read_checkpoint(pretrained)
-    if is_training_checkpoint(checkpoint):
+    if dataset is not None:
+        source = build_source(dataset, "val", data_dir)
+        classes = source.classes  # the dataset's own labels
+    else:  # bad folders fail here, before a large file is read
+        source = ClassFolders(data_dir, classes)
+    checkpoint = read_checkpoint(pretrained) if pretrained is not None else True
+    if checkpoint is not True and is_training_checkpoint(checkpoint):
         raise ValueError(
             f"{pretrained} was written by 'fastervit train'; score it with "
             f"'fastervit eval --checkpoint {pretrained}', which rebuilds the model it trained."
         )
-    state = read_state_dict(checkpoint)
+    state = read_state_dict(checkpoint) if checkpoint is not True else {}
     overrides = dict(model_kwargs or {})
     if "num_classes" not in overrides and "head.weight" in state:
         overrides["num_classes"] = state["head.weight"].shape[0]  # a fine-tuned file keeps its own head
@@ -164,7 +181,7 @@ def evaluate_pretrained(
     model = create_model(model_name, pretrained=checkpoint, **overrides)
     if model.num_classes == 0:
         raise ValueError(
-            f"{pretrained} holds no classifier (no head.weight) for {model_name}: a backbone "
+            f"{pretrained or 'the shipped file'} holds no classifier (no head.weight) for {model_name}: a backbone "
             "cannot be scored on classes; pass weights with their head."
         )
     if classes is None and len(source.classes) != model.num_classes:
@@ -181,18 +198,19 @@ def evaluate_pretrained(
         )
     cfg = model.pretrained_cfg
     size = tuple(resolution) if resolution is not None else tuple(cfg.input_size[1:])
-    dataset = ImageDataset(source, pretrained_eval_transform(cfg, size))
+    prepared = ImageDataset(source, pretrained_eval_transform(cfg, size))
     return {
         "model": model_name,
-        "checkpoint": str(pretrained),
+        "checkpoint": str(pretrained) if pretrained is not None else model.pretrained_cfg.checkpoint_file,
         "weights": model.load_report.weights or "state dict",
-        "data_dir": str(data_dir),
+        "dataset": dataset,
+        "data_dir": None if data_dir is None else str(data_dir),
         "class_map": None if class_map is None else str(class_map),
         "resolution": list(size),
         "crop_pct": cfg.crop_pct,
         "crop_mode": cfg.crop_mode,
         "interpolation": cfg.interpolation,
-        **_score(model, dataset, batch_size, workers, device, amp),
+        **_score(model, prepared, batch_size, workers, device, amp),
     }
 
 
@@ -202,13 +220,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     weights.add_argument(
         "--pretrained",
         type=Path,
+        nargs="?",
+        const=SHIPPED,
         metavar="FILE",
-        help="released weights ({'state_dict': ...}) of --model, scored on the folder --data-dir",
+        help="released weights ({'state_dict': ...}) of --model, scored on the folder --data-dir "
+        "or the dataset --dataset; without FILE, the weights shipped with the package",
     )
     p.add_argument(
         "--model", help="with --pretrained: the registered model the file holds, e.g. faster_vit_0_224"
     )
-    p.add_argument("--dataset", help="with --checkpoint: dataset name (default: the one it was trained on)")
+    p.add_argument(
+        "--dataset",
+        help="with --checkpoint: dataset name (default: the one it was trained on); with --pretrained: "
+        "a named dataset (e.g. fashion_mnist) to score instead of a folder",
+    )
     p.add_argument(
         "--data-dir",
         type=Path,
@@ -243,14 +268,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _check_flags(args: argparse.Namespace) -> None:
     """Flags that belong to the other way of evaluating are refused, not ignored."""
     if args.pretrained is not None:
-        needed = [
-            flag for flag, value in (("--model", args.model), ("--data-dir", args.data_dir)) if value is None
-        ]
+        needed = [flag for flag, value in (("--model", args.model),) if value is None]
+        if args.data_dir is None and args.dataset is None:
+            needed.append("--data-dir (or --dataset)")
         if needed:
             raise ValueError(
-                f"--pretrained needs {' and '.join(needed)} (the model the file holds, the image folder)"
+                f"--pretrained needs {' and '.join(needed)} (the model the file holds, the images)"
             )
-        foreign = {"--dataset": args.dataset is not None, "--no-ema": not args.use_ema}
+        foreign = {
+            "--no-ema": not args.use_ema,
+            "--class-map with --dataset": bool(args.dataset and args.class_map),
+        }
     else:
         foreign = {
             "--model": args.model is not None,
@@ -271,12 +299,13 @@ def run(args: argparse.Namespace) -> dict | None:
     if args.pretrained is not None:
         result = evaluate_pretrained(
             args.model,
-            args.pretrained,
+            None if args.pretrained == SHIPPED else args.pretrained,
             args.data_dir,
             args.class_map,
             args.resolution,
             args.model_kwargs,
             *loader_options,
+            dataset=args.dataset,
         )
     else:
         result = evaluate_checkpoint(

@@ -5,7 +5,7 @@
 * :func:`evaluate_run`: the same for a run's live weights and its EMA;
 * :func:`predict`, :func:`confusion_matrix` and :func:`write_report`: the class
   probabilities of every image, which classes are taken for which, and a run's report files
-  (``confusion.csv``, ``predictions.json``) of its final weights.
+  (``confusion.csv``, ``predictions.json``, ``predictions.csv``) of its final weights.
 """
 
 import csv
@@ -147,10 +147,13 @@ def _sample(index: int, probs: torch.Tensor, label: int) -> dict:
 def write_report(
     probs: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], output: Path, samples: int = 16
 ) -> dict:
-    """Write ``confusion.csv`` and ``predictions.json`` into ``output``; returns a summary.
+    """Write ``confusion.csv``, ``predictions.json`` and ``predictions.csv`` into ``output``;
+    returns a summary.
 
     ``predictions.json`` holds the first ``samples`` images and the first ``samples``
-    mistakes, each with its label, prediction and three most probable classes.
+    mistakes, each with its label, prediction and three most probable classes;
+    ``predictions.csv`` the label and prediction of every image (``index,label,predicted``),
+    against which shipped weights are re-checked.
 
     Args:
         probs, labels: what :func:`predict` returns, ``(N, K)`` and ``(N,)``.
@@ -170,4 +173,8 @@ def write_report(
         "first_wrong": [_sample(i, probs[i], int(labels[i])) for i in wrong[:samples]],
     }
     (output / "predictions.json").write_text(json.dumps(report, indent=1) + "\n")
+    with (output / "predictions.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", "predicted"])
+        writer.writerows(zip(range(len(labels)), labels.tolist(), predicted.tolist()))
     return {"images": len(labels), "top1": 100.0 * float(confusion.trace()) / max(len(labels), 1)}
