@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastervit import peers as package_peers
 from fastervit.analysis.counting import analytic_report, flop_analysis
 from fastervit.deploy import EAGER, DeployOptions, ablation_options, cpu_flags, deploy, native_bf16
 from fastervit.export import export_onnx, onnx_runner
@@ -100,7 +101,9 @@ class BenchSettings:
 
     ``amp``, ``channels_last`` and ``compile`` describe a plain run; ``deploy`` (FasterViT
     only) runs the model through :func:`fastervit.deploy.deploy` with those options instead;
-    ``runtime="onnxruntime"`` runs the exported ONNX file. ``name`` labels the setting.
+    ``runtime="onnxruntime"`` runs the exported ONNX file. ``train`` times a training step
+    instead of inference (forward, cross-entropy, backward and an AdamW step, under ``amp``
+    as the training loop's autocast; no latency). ``name`` labels the setting.
     """
 
     batch_size: int = 128
@@ -113,6 +116,7 @@ class BenchSettings:
     iters: int = 50
     deploy: DeployOptions | None = None
     runtime: str = "torch"
+    train: bool = False
     name: str | None = None
 
     def __post_init__(self) -> None:
@@ -125,6 +129,8 @@ class BenchSettings:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.runtime == "onnxruntime" and torch.device(self.device).type != "cpu":
             raise ValueError("the ONNX Runtime peer runs on the CPU: use --device cpu")
+        if self.train and (self.deploy is not None or self.runtime != "torch"):
+            raise ValueError("a training step runs the model as trained: leave out --deploy and --runtime")
 
     def label(self) -> str:
         if self.name:
@@ -138,6 +144,7 @@ class BenchSettings:
         parts = [self.amp or "fp32"]
         parts += ["channels_last"] if self.channels_last else []
         parts += ["compile"] if self.compile else []
+        parts += ["train"] if self.train else []
         return "+".join(parts)
 
     def record(self) -> dict[str, Any]:
@@ -345,8 +352,8 @@ def agreement(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, flo
 class Runner:
     """One model prepared for timing under one :class:`BenchSettings`.
 
-    ``step()`` runs the timed batch, ``step_latency()`` a batch of one, ``predict(x)`` any
-    batch (for agreement). The model is deployed or exported here as the settings ask;
+    ``step()`` runs the timed batch (a training step when ``settings.train``),
+    ``step_latency()`` a batch of one, ``predict(x)`` any batch (for agreement). The model is deployed or exported here as the settings ask;
     ``torch.compile`` compiles on the first calls, inside the warm-up.
     """
 
@@ -355,7 +362,7 @@ class Runner:
         self.device = torch.device(settings.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # pick the fastest conv kernels during warm-up
-        model = model.eval().to(self.device)
+        model = model.train(settings.train).to(self.device)
         shape = (in_chans, *settings.resolution)
         self.inputs = torch.randn(settings.batch_size, *shape, device=self.device)
         self.latency_inputs = torch.randn(1, *shape, device=self.device)
@@ -382,6 +389,10 @@ class Runner:
             dtype = AMP_DTYPES.get(settings.amp)
             if dtype is not None:
                 self.autocast = torch.autocast(self.device.type, dtype=dtype)
+        if settings.train:
+            classes = torch.randint(1000, (settings.batch_size,), generator=torch.Generator().manual_seed(0))
+            self.targets = (classes % _num_classes(model)).to(self.device)
+            self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
         self.warmup_s: float | None = None
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -389,7 +400,14 @@ class Runner:
             return self.model(x.to(self.device))
 
     def step(self) -> torch.Tensor:
-        return self.predict(self.inputs)
+        if not self.settings.train:
+            return self.predict(self.inputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            loss = F.cross_entropy(self.model(self.inputs).float(), self.targets)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
 
     def step_latency(self) -> torch.Tensor:
         return self.predict(self.latency_inputs)
@@ -398,26 +416,37 @@ class Runner:
         start = time.perf_counter()
         for _ in range(max(self.settings.warmup, 1)):
             self.step()
-            self.step_latency()
+            if not self.settings.train:
+                self.step_latency()
         synchronize(self.device)
         self.warmup_s = time.perf_counter() - start
 
     def time(self, iters: int | None = None) -> tuple[list[float], list[float]]:
-        """Milliseconds per timed batch and per batch of one, ``iters`` (default: the settings') each."""
+        """Milliseconds per timed batch and per batch of one, ``iters`` (default: the settings') each;
+        no batches of one for a training step."""
         iters = iters or self.settings.iters
-        return time_batches(self.step, iters, self.device), time_batches(
-            self.step_latency, iters, self.device
-        )
+        batches = time_batches(self.step, iters, self.device)
+        return batches, [] if self.settings.train else time_batches(self.step_latency, iters, self.device)
+
+
+def _num_classes(model: nn.Module) -> int:
+    """Classes of a classifier: its ``num_classes``, else the last linear layer's outputs."""
+    if isinstance(getattr(model, "num_classes", None), int):
+        return model.num_classes
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
 def build_model(name: str) -> tuple[nn.Module, str]:
-    """A FasterViT, or a peer from timm (else torchvision), with random weights.
+    """A FasterViT, one of the package's comparison models (:data:`fastervit.peers.PEERS`), or a
+    peer from timm (else torchvision), with random weights.
 
     Returns the model and where it came from; raises ``ModuleNotFoundError`` naming what to
     install when no library provides ``name``.
     """
     if name in list_models():
         return create_model(name), "fastervit"
+    if name in package_peers.PEERS:
+        return package_peers.create_peer(name), "fastervit.peers"
     if name in PEERS:
         try:
             timm = importlib.import_module("timm")
@@ -433,7 +462,8 @@ def build_model(name: str) -> tuple[nn.Module, str]:
         needs = "timm" + (" or torchvision" if PEERS[name] else "")
         raise ModuleNotFoundError(f"peer model {name!r} needs {needs}, which is not installed; skipped")
     raise KeyError(
-        f"unknown model {name!r}: a FasterViT from fastervit.list_models() or a peer in {list(PEERS)}"
+        f"unknown model {name!r}: a FasterViT from fastervit.list_models(), a comparison model in "
+        f"{list(package_peers.PEERS)} or a peer in {list(PEERS)}"
     )
 
 
@@ -446,7 +476,8 @@ def model_gmacs(
         report = analytic_report(name, resolution)
         return report.gmacs, report.gmacs_cached_bias
     try:
-        analysis = flop_analysis(model.cpu().eval(), torch.zeros(1, 3, *resolution))
+        in_chans = getattr(model, "in_chans", 3)
+        analysis = flop_analysis(model.cpu().eval(), torch.zeros(1, in_chans, *resolution))
         gmacs = analysis.total() / 1e9
         return gmacs, gmacs
     except (RuntimeError, TypeError, ValueError, AssertionError):  # fvcore cannot trace every model
@@ -510,7 +541,7 @@ def _prepare(
         raise ValueError(f"{settings.label()} applies to FasterViT models only, not to {name!r}")
     params = sum(p.numel() for p in model.parameters())
     gmacs = model_gmacs(name, model, settings.resolution)
-    if source == "fastervit" and not is_reference(settings):
+    if source == "fastervit" and not is_reference(settings) and not settings.train:
         reference = reference or _Reference(model, settings.resolution, settings.device)
     else:
         reference = None
@@ -528,7 +559,7 @@ def _record(
 ) -> dict[str, Any]:
     settings = prepared.runner.settings
     stats = summarise(times[0], settings.batch_size)
-    latency = summarise(times[1], 1)
+    latency = summarise(times[1], 1) if times[1] else {"ms_per_batch_median": None, "ms_per_batch_iqr": None}
     record = {
         "model": prepared.name,
         "source": prepared.source,
@@ -550,7 +581,7 @@ def _record(
         "agreement": prepared.agreement,
     }
     # The work done per image in inference is the cached-bias count (position MLPs not rerun).
-    if prepared.gmacs[1] is not None:
+    if prepared.gmacs[1] is not None and not settings.train:
         tflops = 2 * prepared.gmacs[1] * 1e9 * stats["images_per_s"] / 1e12
         record["achieved_tflops"] = tflops
         if peak_tflops:
@@ -621,7 +652,8 @@ def compare_settings(
     records = [_record(p, t, peak_tflops) for p, t in zip(prepared, _time_alternating(prepared, rounds))]
     for r in records:
         r["speedup_vs_first"] = r["images_per_s"] / records[0]["images_per_s"]
-        r["latency_speedup_vs_first"] = records[0]["latency_ms_median"] / r["latency_ms_median"]
+        if r["latency_ms_median"] is not None:
+            r["latency_speedup_vs_first"] = records[0]["latency_ms_median"] / r["latency_ms_median"]
         log(f"{name} [{r['label']}]: {r['images_per_s']:.1f} img/s, x{r['speedup_vs_first']:.2f}")
     return records
 

@@ -7,13 +7,16 @@ Examples::
     python -m fastervit bench --model faster_vit_0_224 --device cpu --runtime onnxruntime
     python -m fastervit bench --model faster_vit_0_224 --batch-size 8 --ablation
     python -m fastervit bench --model all --peers --batch-size 128 --device cuda --amp bf16
+    python -m fastervit bench --model faster_vit_fashion_mnist,resnet_fashion_mnist --train \\
+        --resolution 64 --batch-size 128 --amp bf16
 
 Warm-up, synchronised timing, rounds that alternate between models, medians and spread, and
 the latency of a batch of one measured in the same rounds. ``--deploy`` runs FasterViT
 through ``fastervit.deploy`` (BatchNorm folded, position tables precomputed, bf16 where the
 hardware has it, torch.compile); ``--ablation`` compares float32 eager, each of those
 optimisations alone, all of them and ONNX Runtime, with each one's agreement with float32
-eager on real images. The record holds the machine (``machine``) and a list under
+eager on real images. --train times a training step (forward, cross-entropy, backward, an
+AdamW step; with --amp under autocast, as fastervit train runs it) instead of inference. The record holds the machine (``machine``) and a list under
 ``results``, one entry per model or setting, whatever the flags.
 """
 
@@ -51,6 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default="faster_vit_0_224",
         help="a model name, several separated by commas, or 'all' (FasterViT-0 to -6 at 224)",
+    )
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="time a training step (forward, loss, backward, AdamW step) instead of inference",
     )
     p.add_argument(
         "--peers",
@@ -153,7 +161,11 @@ def _settings(args: argparse.Namespace, device: torch.device) -> BenchSettings:
             overrides["channels_last"] = args.channels_last
         return BenchSettings(**common, deploy=replace(DeployOptions(), **overrides))
     return BenchSettings(
-        **common, amp=amp, channels_last=bool(args.channels_last), compile=bool(args.compile)
+        **common,
+        amp=amp,
+        channels_last=bool(args.channels_last),
+        compile=bool(args.compile),
+        train=args.train,
     )
 
 
@@ -170,6 +182,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = _settings(args, device)
+    if args.train and (args.ablation or args.deploy or args.runtime != "torch"):
+        raise ValueError("--train times the model as trained: leave out --ablation, --deploy and --runtime")
     if args.ablation:
         if len(names) != 1:
             raise ValueError(f"--ablation compares settings of one model, got {len(names)}: {names}")
