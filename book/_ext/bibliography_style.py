@@ -4,7 +4,8 @@ sphinxcontrib-bibtex cites in the text as (Author et al., Year) with the ``autho
 reference style, but its bibliography styles label entries alphabetically ([HHY+24]). This
 Sphinx extension registers a pybtex style, ``author_year``, which is pybtex's ``plain``
 with labels made the way the citations are: the surname for one author, both for two,
-the first and "et al." for more, then the year; entries are sorted by author, year, title.
+the first and "et al." for more, then the year; entries are sorted the way they are
+labelled.
 Two works of the same authors and year are told apart in references.bib by a letter after
 the year (``year = {2021a}``), which the citations and the labels then both show.
 
@@ -15,7 +16,7 @@ Loaded through ``sphinx.local_extensions`` in _config.yml; selected with
 from pybtex.plugin import register_plugin
 from pybtex.style.formatting.plain import Style as PlainStyle
 from pybtex.style.labels import BaseLabelStyle
-from pybtex.style.sorting.author_year_title import SortingStyle
+from pybtex.style.sorting import BaseSortingStyle
 
 
 def _surname(person) -> str:
@@ -39,9 +40,21 @@ class AuthorYearLabelStyle(BaseLabelStyle):
             yield f"{names}, {entry.fields.get('year', 'n.d.')}"
 
 
+class AuthorYearSortingStyle(BaseSortingStyle):
+    """Sorted as the labels read: first author's surname, year (with its letter), title.
+    (pybtex's author_year_title compares every author's full name, which puts a 2024 paper
+    before a 2023 one of the same first author, and a braced name such as {FAIR} last.)"""
+
+    def sorting_key(self, entry):
+        people = entry.persons.get("author") or entry.persons.get("editor") or []
+        first = _surname(people[0]).lower() if people else entry.key
+        title = entry.fields.get("title", "").replace("{", "").replace("}", "").lower()
+        return first, entry.fields.get("year", ""), title
+
+
 class AuthorYearStyle(PlainStyle):
     default_label_style = AuthorYearLabelStyle
-    default_sorting_style = SortingStyle
+    default_sorting_style = AuthorYearSortingStyle
 
 
 def setup(app):
