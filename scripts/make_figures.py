@@ -58,14 +58,22 @@ def _box(ax, x: float, y: float, w: float, h: float, text: str, color: str, size
     """A rounded box centred on (x, y), with centred text."""
     ax.add_patch(
         FancyBboxPatch(
-            (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08", fc=color, ec="0.3", lw=0.8
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            boxstyle="round,pad=0.02,rounding_size=0.08",
+            fc=color,
+            ec="0.3",
+            lw=0.8,
         )
     )
     ax.text(x, y, text, ha="center", va="center", fontsize=size, linespacing=1.3)
 
 
 def _arrow(ax, start: tuple[float, float], end: tuple[float, float], text: str = "", **kwargs) -> None:
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=9, color="0.3", lw=0.8, **kwargs))
+    ax.add_patch(
+        FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=9, color="0.3", lw=0.8, **kwargs)
+    )
     if text:
         middle = ((start[0] + end[0]) / 2 + 0.08, (start[1] + end[1]) / 2)
         ax.text(*middle, text, ha="left", va="center", fontsize=8, color="0.25", family="monospace")
@@ -79,9 +87,12 @@ def network(path: Path) -> None:
         stem = model.patch_embed(image)
         final, maps = model.forward_intermediates(image)
         logits = model.forward_head(final)
-    rows = [("input image", shape(image.shape), OTHER), ("stem: 2 x (conv 3x3 stride 2, BN, ReLU)", shape(stem.shape), CONV)]
+    rows = [
+        ("input image", shape(image.shape), OTHER),
+        ("stem: 2 x (conv 3x3 stride 2, BN, ReLU)", shape(stem.shape), CONV),
+    ]
     for i, (level, stage_map) in enumerate(zip(model.levels, maps)):
-        depth, (_, C, H, W) = len(level.blocks), stage_map.shape
+        depth, (H, W) = len(level.blocks), stage_map.shape[2:]
         if level.conv:
             kind, color = f"{depth} residual conv blocks (3x3, BN, GELU)", CONV
         else:
@@ -213,7 +224,8 @@ def hat_block(path: Path) -> None:
     _arrow(ax, (right, y[5] - 0.4), (right, y[6] + 0.4))
     _arrow(ax, (left, y[5] - 0.4), (left, y[6] + 0.4), linestyle="--")
     ax.text(
-        9.35, (y[1] + y[5]) / 2, f"repeated in each of the stage's {s['depth'][0]} blocks",
+        9.3, (y[2] + y[5]) / 2,
+        f"in each of the stage's {s['depth'][0]} blocks\n(pooling and windows: once per stage)",
         rotation=90, ha="center", va="center", fontsize=8, color="0.3",
     )  # fmt: skip
     ax.set_xlim(0, 9.6)
