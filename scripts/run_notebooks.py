@@ -4,9 +4,11 @@ Usage: python scripts/run_notebooks.py [NOTEBOOK ...]   (default: every notebook
 
 Each notebook runs top to bottom in a fresh kernel of this interpreter, from the
 notebook's own folder, with the same environment as `make test` (NOTEBOOK_ENV below),
-so that the stored outputs are the ones nbval will compare against. Afterwards
-nbstripout drops volatile metadata (timings, widget state) but keeps outputs and
-execution counts, which the tests need.
+so that the stored outputs are the ones nbval will compare against. A cell's printouts
+are merged into one output per stream (stdout, stderr), as they were printed, so that
+the book shows one box per cell rather than one per flush; nbval merges them the same way
+before comparing. Afterwards nbstripout drops volatile metadata (timings, widget state)
+but keeps outputs and execution counts, which the tests need.
 """
 
 import argparse
@@ -58,6 +60,7 @@ def run_notebook(path: Path) -> float:
         nb,
         km=CurrentEnvKernelManager(),
         timeout=CELL_TIMEOUT_S,
+        coalesce_streams=True,
         resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()

@@ -1,9 +1,15 @@
-"""The book builds with every warning an error, and the built HTML loads nothing from the
-network: math, figures and the bibliography all come from local files."""
+"""The book builds with every warning an error, the built HTML loads nothing from the
+network (math, figures and the bibliography all come from local files), and it stays
+readable: no raw TeX, no broken reference, outputs within the column, sharp figures,
+numbered chapters, bibliography labels that match the citations."""
 
+import functools
 import re
+import shutil
+import struct
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -90,4 +96,252 @@ def test_bibliography_and_citations(html):
 
 
 def test_figures_are_copied(html):
-    assert (html / "_images" / "attention_cost.png").is_file()
+    for name in ("attention_cost.png", "network.png", "hat_block.png"):
+        assert (html / "_images" / name).is_file(), f"{name} is not in the built book"
+
+
+# ---------------------------------------------------------------------------------------
+# Checks that keep the book readable. Each reports every offender of a page; pages are the
+# parameters, so that a chapter's owner sees only their own. Chapters that still fail a check
+# carry an xfail mark naming what fails; the mark goes (or becomes strict) once the chapter
+# is fixed.
+
+# The column, measured in headless Chromium on a built page (test_column_measured_in_chromium
+# repeats the measurement where Chromium is installed): the theme's output column holds 84
+# characters of its 14 px code font in a 1366 px wide window and 89 at its widest; 80 fit from
+# a window of about 1330 px. Outputs are images of at most COLUMN_PX CSS pixels there.
+COLUMN_CHARS = 80
+COLUMN_PX = 790
+MIN_DPI = 150
+CSS_PX_PER_INCH = 96
+CHAPTERS = [f"notebooks/{path.stem}" for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+PAGES = CHAPTERS + [f"book/{path.stem}" for path in sorted((ROOT / "book").glob("*.md"))]
+# Elements whose text is not prose: math (rendered by MathJax from its TeX), code, scripts.
+NOT_PROSE = {"script", "style", "pre", "code", "math", "svg", "textarea"}
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+RAW_TEX = re.compile(r"\\[A-Za-z]{2,}|\$[^$\s]")
+
+
+class _Page(HTMLParser):
+    """One built page: its prose text, the lines of its cell outputs, its images and links."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, bool, bool]] = []  # (tag, not prose, in an output)
+        self.prose: list[str] = []
+        self.output_text: list[str] = []
+        self.images: list[dict[str, str]] = []
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = {k: v or "" for k, v in attrs}
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs)
+        if tag == "a" and "href" in attrs:
+            self.links.append(attrs["href"])
+        if tag in VOID:
+            return
+        classes = attrs.get("class", "").split()
+        hidden = tag in NOT_PROSE or "math" in classes or "highlight" in classes
+        parent_hidden, parent_output = self.stack[-1][1:] if self.stack else (False, False)
+        self.stack.append((tag, parent_hidden or hidden, parent_output or "cell_output" in classes))
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            if self.stack.pop()[0] == tag:
+                break
+
+    def handle_data(self, data):
+        hidden, output = self.stack[-1][1:] if self.stack else (False, False)
+        if output and self.stack[-1][0] in ("pre", "span"):
+            self.output_text.append(data)
+        elif not hidden:
+            self.prose.append(data)
+
+
+def parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+@functools.cache
+def ids(path: Path) -> set[str]:
+    """The element ids of a built page (the anchors links may point at)."""
+    return parse(path).ids
+
+
+def png_width(path: Path) -> int:
+    """Width in pixels from a PNG's header."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    return struct.unpack(">I", header[16:20])[0]
+
+
+def displayed_width(image: dict[str, str], natural: int) -> float:
+    """CSS pixels an image takes in the widest column: its width attribute or style (a
+    percentage is of the column), else its natural width; never more than the column."""
+    style = re.search(r"width:\s*([\d.]+)(px|%)", image.get("style", ""))
+    if style:
+        value = float(style.group(1))
+        width = value / 100 * COLUMN_PX if style.group(2) == "%" else value
+    elif image.get("width", "").rstrip("px").replace(".", "").isdigit():
+        width = float(image["width"].rstrip("px"))
+    else:
+        width = natural
+    return min(width, COLUMN_PX)
+
+
+def xfail_pages(offenders: dict[str, str]) -> list:
+    """PAGES as parameters, with an xfail mark on each page in ``offenders`` (page: what is
+    still wrong there, said in the mark so that the owner knows)."""
+    return [
+        pytest.param(page, marks=pytest.mark.xfail(reason=offenders[page], strict=False))
+        if page in offenders
+        else page
+        for page in PAGES
+    ]
+
+
+def built(html: Path, page: str) -> Path:
+    return html / f"{page}.html"
+
+
+# Chapters other than 0-3 are owned by other tasks.
+RAW_TEX_OFFENDERS: dict[str, str] = {}
+# What each chapter still fails, measured when these checks came in (the lead makes a mark
+# strict, or removes it, once the chapter's owner has fixed it).
+WIDE_OUTPUT_OFFENDERS = {
+    "notebooks/04_window_attention": "3 output lines over 80 characters (longest 161)",
+    "notebooks/05_carrier_tokens": "9 output lines over 80 characters (longest 187)",
+    "notebooks/06_hat_block": "1 output lines over 80 characters (longest 150)",
+    "notebooks/07_full_model": "26 output lines over 80 characters (longest 171)",
+    "notebooks/08_flops_and_params": "1 output lines over 80 characters (longest 748)",
+    "notebooks/09_throughput": "21 output lines over 80 characters (longest 131)",
+    "notebooks/10_training_recipe": "3 output lines over 80 characters (longest 88)",
+    "notebooks/11_training_on_gpu": "7 output lines over 80 characters (longest 111)",
+    "notebooks/12_dense_prediction_and_export": "7 output lines over 80 characters (longest 166)",
+}
+LOW_DPI_OFFENDERS = {
+    "notebooks/04_window_attention": "1 figures under 150 dpi (lowest 145): draw with fastervit.plotting",
+    "notebooks/05_carrier_tokens": "3 figures under 150 dpi (lowest 128): draw with fastervit.plotting",
+    "notebooks/06_hat_block": "3 figures under 150 dpi (lowest 116): draw with fastervit.plotting",
+    "notebooks/07_full_model": "1 figures under 150 dpi (lowest 131): draw with fastervit.plotting",
+    "notebooks/08_flops_and_params": "2 figures under 150 dpi (lowest 142): draw with fastervit.plotting",
+    "notebooks/09_throughput": "2 figures under 150 dpi (lowest 96): draw with fastervit.plotting",
+    "notebooks/10_training_recipe": "10 figures under 150 dpi (lowest 96): draw with fastervit.plotting",
+    "notebooks/11_training_on_gpu": "4 figures under 150 dpi (lowest 96): draw with fastervit.plotting",
+    "notebooks/12_dense_prediction_and_export": "5 figures under 150 dpi (lowest 133): draw with fastervit.plotting",
+}
+
+
+@pytest.mark.parametrize("page", xfail_pages(RAW_TEX_OFFENDERS))
+def test_no_raw_tex_outside_math(html, page):
+    text = "".join(parse(built(html, page)).prose)
+    found = [text[max(0, m.start() - 30) : m.end() + 30].replace("\n", " ") for m in RAW_TEX.finditer(text)]
+    assert not found, f"{page}: TeX shown as text (not inside math): {found}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_unresolved_references(html, page):
+    path = built(html, page)
+    source = path.read_text(encoding="utf-8")
+    problems = re.findall(r'class="[^"]*problematic[^"]*"[^>]*>([^<]*)', source)
+    broken = []
+    for href in parse(path).links:
+        if re.match(r"^[a-z][a-z0-9+.-]*:", href) or href.startswith("//"):
+            continue  # another site, mailto:, javascript:
+        target, _, fragment = href.partition("#")
+        file = (path.parent / target).resolve() if target else path
+        missing_anchor = fragment and file.suffix == ".html" and fragment not in ids(file)
+        if not file.is_file() or missing_anchor:
+            broken.append(href)
+    assert not problems and not broken, (
+        f"{page}: unresolved references {problems}, links to missing files or anchors {broken}"
+    )
+
+
+@pytest.mark.parametrize("page", xfail_pages(WIDE_OUTPUT_OFFENDERS))
+def test_output_lines_fit_the_column(html, page):
+    lines = "".join(parse(built(html, page)).output_text).splitlines()
+    wide = [f"{len(line)}: {line[:60]}..." for line in lines if len(line) > COLUMN_CHARS]
+    assert not wide, f"{page}: output lines wider than {COLUMN_CHARS} characters: {wide}"
+
+
+@pytest.mark.parametrize("page", xfail_pages(LOW_DPI_OFFENDERS))
+def test_figures_have_150_dpi(html, page):
+    path = built(html, page)
+    low = []
+    for image in parse(path).images:
+        file = (path.parent / image["src"]).resolve()
+        if file.suffix != ".png":
+            continue
+        natural = png_width(file)
+        dpi = natural / displayed_width(image, natural) * CSS_PX_PER_INCH
+        if dpi < MIN_DPI:
+            low.append(f"{file.name[:16]}: {dpi:.0f} dpi")
+    assert not low, f"{page}: figures under {MIN_DPI} dpi at their displayed size: {low}"
+
+
+def test_chapters_are_numbered(html):
+    for page in CHAPTERS:
+        number = int(Path(page).name[:2])
+        title = re.search(r"<title>(.*?)</title>", built(html, page).read_text(encoding="utf-8"))
+        assert title and title.group(1).startswith(f"{number}. "), (
+            f"{page}: the page title {title and title.group(1)!r} does not start with '{number}. '"
+        )
+
+
+def test_bibliography_labels_match_the_citations(html):
+    bibliography = built(html, "book/bibliography").read_text(encoding="utf-8")
+    labels = {
+        re.sub(r"<[^>]+>", "", label)
+        for label in re.findall(r'<span class="label">(.*?)</span>\s*</span>', bibliography)
+    }
+    labels = {label.strip("[]") for label in labels}
+    assert labels, "the bibliography has no labels"
+    cited = set()
+    for page in PAGES:
+        text = built(html, page).read_text(encoding="utf-8")
+        for link in re.findall(r'href="[^"]*bibliography\.html#[^"]*"[^>]*>(.*?)</a>', text):
+            cited.add(re.sub(r"<[^>]+>", "", link))
+    assert cited, "no page cites anything"
+    assert cited <= labels, (
+        f"citations without a bibliography label of the same text: {sorted(cited - labels)}"
+    )
+    assert "\\texttt" not in bibliography
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs headless Chromium")
+def test_column_measured_in_chromium(html, tmp_path):
+    """The constants above, measured again: characters of the code font that fit in an
+    output at a 1366 px wide window, and the widest output column."""
+    script = (
+        "<script>window.addEventListener('load', () => {"
+        "const pre = document.querySelector('div.cell_output pre');"
+        "const s = getComputedStyle(pre); const probe = document.createElement('span');"
+        "probe.textContent = 'x'.repeat(200); pre.appendChild(probe);"
+        "const chars = (pre.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight))"
+        " / (probe.getBoundingClientRect().width / 200);"
+        "const out = document.querySelector('div.cell_output').clientWidth;"
+        "document.body.innerHTML = '<p>MEASURED ' + chars.toFixed(1) + ' ' + out + '</p>';});"
+        "</script>"
+    )
+    page = built(html, "notebooks/00_setup")
+    probe = page.with_name("column_probe.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", script + "</body>"))
+    measured = {}
+    for window in (1366, 1920):
+        result = subprocess.run(
+            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={window},900",
+             "--dump-dom", probe.as_uri()],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        found = re.search(r"MEASURED ([\d.]+) (\d+)", result.stdout)
+        assert found, f"Chromium measured nothing: {result.stderr[-500:]}"
+        measured[window] = (float(found.group(1)), int(found.group(2)))
+    assert measured[1366][0] >= COLUMN_CHARS, f"at 1366 px only {measured[1366][0]} characters fit"
+    assert measured[1920][1] == COLUMN_PX, f"the widest output column is {measured[1920][1]} px"
