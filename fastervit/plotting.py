@@ -32,10 +32,11 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 import numpy as np
 import torch
 
-# Width of the book's text column in inches at 96 CSS pixels per inch: 708 px, measured on
-# a built page in headless Chromium at a desktop width (tests/test_book.py keeps the
-# number honest). Narrower screens show figures scaled down, never up.
-COLUMN_WIDTH = 708 / 96
+# Width of a figure in inches (96 CSS pixels per inch): 720 px, the width of the book's
+# column for outputs in a window of about 1330 px, from which on code lines of 80
+# characters fit too (measured in headless Chromium; at its widest the column is 790 px).
+# Narrower windows show figures scaled down, wider ones at this size.
+COLUMN_WIDTH = 720 / 96
 # Dots per inch of a figure's PNG: figures are drawn at 96 dpi (a figure inch is a CSS
 # inch) and stored at twice that.
 SCREEN_DPI = 96
