@@ -177,3 +177,109 @@ def save(fig: plt.Figure, path: Path) -> None:
 
 
 use_book_style()
+
+
+# Attention of a trained model (chapters 4 to 6).
+
+
+def token_spotlight(
+    ax: plt.Axes,
+    image: torch.Tensor | np.ndarray,
+    weights: torch.Tensor | np.ndarray,
+    *,
+    query: tuple[int, int] | None = None,
+    window: tuple[int, int, int] | None = None,
+    fmt: str | None = "{:.2f}",
+) -> None:
+    """Draw ``image`` in grey with each token tinted by its weight, and the weight written.
+
+    Args:
+        ax: where to draw.
+        image: ``(H, W)`` or ``(1, H, W)``; a token covers ``H/gh x W/gw`` pixels.
+        weights: ``(gh, gw)``, one weight per token of the map, in [0, 1]; NaN where a token
+            is no key (left untinted, nothing written).
+        query: ``(row, col)`` of the query token, marked by a star.
+        window: ``(row, col, side)`` in tokens, a window to outline.
+        fmt: how a weight is written in its token (None: not at all).
+    """
+    array = _as_image(image).astype(np.float64)
+    array = (array - array.min()) / max(array.max() - array.min(), 1e-12)
+    w = weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights)
+    gh, gw = w.shape
+    cell_h, cell_w = array.shape[0] // gh, array.shape[1] // gw
+    ax.imshow(array, cmap="gray", vmin=0, vmax=1.6)  # darkened, so that the tint stands out
+    tint = np.ma.masked_invalid(np.kron(w, np.ones((cell_h, cell_w))))
+    ax.imshow(tint, cmap="autumn_r", vmin=0, vmax=1, alpha=0.55 * (tint.filled(0) > 0))
+    for (i, j), value in np.ndenumerate(w):
+        if fmt is not None and not np.isnan(value):
+            x, y = (j + 0.5) * cell_w - 0.5, (i + 0.5) * cell_h - 0.5
+            ax.text(x, y + 0.3 * cell_h, fmt.format(value), ha="center", va="center", fontsize=7)
+    if window is not None:
+        row, col, side = window
+        box = mpl.patches.Rectangle(
+            (col * cell_w - 0.5, row * cell_h - 0.5),
+            side * cell_w,
+            side * cell_h,
+            fill=False,
+            ec="tab:cyan",
+            lw=1.5,
+        )
+        ax.add_patch(box)
+    if query is not None:
+        y, x = (query[0] + 0.35) * cell_h - 0.5, (query[1] + 0.5) * cell_w - 0.5
+        ax.plot(x, y, marker="*", color="tab:cyan", ms=8, mec="black", mew=0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def annotated_matrix(
+    ax: plt.Axes,
+    values: torch.Tensor | np.ndarray,
+    fmt: str = "{:.2f}",
+    *,
+    log: bool = False,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "viridis",
+    fontsize: float = 8,
+) -> mpl.image.AxesImage:
+    """A small matrix as a heat map with each value written in its cell.
+
+    Args:
+        ax: where to draw.
+        values: ``(rows, cols)``.
+        fmt: how each value is written (``"{:.1e}"`` for values across decades).
+        log: colour on a log scale; values of 0 or less are drawn grey and written "0"
+            (an exact zero has no place on it).
+        vmin, vmax: the colour range (default: the values' range).
+        cmap: the colour map; the text is black on light cells and white on dark ones.
+        fontsize: of the written values.
+
+    Returns:
+        The image, for ``fig.colorbar``.
+    """
+    v = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if v.ndim != 2:
+        raise ValueError(f"expected a matrix (rows, cols), got shape {v.shape}")
+    shown = np.ma.masked_less_equal(v, 0) if log else np.ma.masked_invalid(v)
+    vmin = shown.min() if vmin is None else vmin
+    vmax = shown.max() if vmax is None else vmax
+    norm = mpl.colors.LogNorm(vmin, vmax) if log else mpl.colors.Normalize(vmin, vmax)
+    im = ax.imshow(shown, cmap=cmap, norm=norm)
+    ax.set_facecolor("#d9d9d9")
+    colours = plt.get_cmap(cmap)(norm(shown).filled(1.0))
+    for (i, j), value in np.ndenumerate(v):
+        if shown.mask is not np.ma.nomask and shown.mask[i, j]:
+            ax.text(j, i, "0" if log else "", ha="center", va="center", fontsize=fontsize)
+            continue
+        luminance = colours[i, j, :3] @ np.array([0.299, 0.587, 0.114])
+        ax.text(
+            j,
+            i,
+            fmt.format(value),
+            ha="center",
+            va="center",
+            fontsize=fontsize,
+            color="black" if luminance > 0.5 else "white",
+        )
+    return im

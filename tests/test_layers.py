@@ -113,6 +113,25 @@ def test_fused_and_explicit_attention_agree(num_carrier):
     torch.testing.assert_close(fused, attn(x, (7, 7), num_carrier), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("num_carrier", [0, 4])
+def test_attention_weights_are_the_ones_forward_applies(num_carrier):
+    # Rebuild the forward from the weights with the module's own linear layers: a softmax
+    # over the wrong axis, a missing bias or scale would change the output.
+    torch.manual_seed(0)
+    attn = WindowAttention(16, 2, (7, 7), num_carrier=num_carrier).eval()
+    with torch.no_grad():  # move the bias MLP away from its nearly flat initial output
+        attn.pos_emb_funct.cpb_mlp[2].weight.normal_(0, 1)
+    x = torch.randn(3, 49 + num_carrier, 16)
+    with torch.no_grad():
+        weights = attn.attention_weights(x, (7, 7), num_carrier)  # (3, 2, N, N)
+        v = attn.qkv(x)[..., 32:].view(3, -1, 2, 8).transpose(1, 2)  # (3, heads, N, 8)
+        rebuilt = attn.proj((weights @ v).transpose(1, 2).reshape(3, -1, 16))
+        expected = attn(x, (7, 7), num_carrier)  # the fused kernel
+    assert weights.shape == (3, 2, 49 + num_carrier, 49 + num_carrier)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2, 49 + num_carrier))
+    torch.testing.assert_close(rebuilt, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_pooling_geometry_matches_the_release():
     assert pooling_geometry(14, 7, 2) == (4, 5, 3)  # 224 px, stage 3
     assert pooling_geometry(21, 7, 2) == (6, 6, 3)

@@ -70,3 +70,27 @@ def test_log_axis_labels_ticks_with_plain_numbers():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["224", "448", "1024"]
     with pytest.raises(ValueError, match="'x' or 'y'"):
         plotting.log_axis(ax, [1, 10], axis="z")
+
+
+def test_token_spotlight_tints_and_labels_only_the_keys():
+    fig, ax = plotting.subplots()
+    weights = torch.full((4, 4), float("nan"))
+    weights[:2, :2] = torch.tensor([[0.1, 0.2], [0.3, 0.4]])  # one 2x2 window of keys
+    plotting.token_spotlight(ax, torch.rand(1, 64, 64), weights, query=(1, 1), window=(0, 0, 2))
+    assert sorted(t.get_text() for t in ax.texts) == ["0.10", "0.20", "0.30", "0.40"]
+    tint = ax.images[1].get_array()  # (64, 64): each token's weight over its 16x16 pixels
+    assert tint.shape == (64, 64)
+    assert tint[20, 5] == pytest.approx(0.3) and tint.mask[40, 40]  # a key; no key
+    (box,) = ax.patches
+    assert (box.get_x(), box.get_y(), box.get_width()) == (-0.5, -0.5, 32)
+
+
+def test_annotated_matrix_writes_values_and_shows_zeros_on_a_log_scale():
+    fig, ax = plotting.subplots()
+    values = torch.tensor([[1e-4, 0.0], [0.5, 1.0]])
+    im = plotting.annotated_matrix(ax, values, "{:.0e}", log=True, vmin=1e-5, vmax=1)
+    assert [t.get_text() for t in ax.texts] == ["1e-04", "0", "5e-01", "1e+00"]
+    assert isinstance(im.norm, matplotlib.colors.LogNorm)
+    assert im.get_array().mask[0, 1] and not im.get_array().mask[0, 0]
+    with pytest.raises(ValueError, match=r"\(rows, cols\)"):
+        plotting.annotated_matrix(ax, torch.ones(3))

@@ -1,10 +1,13 @@
-"""Measuring the model: FLOPs and parameters (chapter 8), throughput and latency (chapter 9).
+"""Measuring the model: FLOPs and parameters (chapter 8), throughput and latency (chapter 9),
+where its attention goes (chapters 4 to 6).
 
 * :mod:`~fastervit.analysis.formulas`: the closed formulas, the book's one cost model;
 * :mod:`~fastervit.analysis.counting`: fvcore's count of a traced forward and the report;
-* :mod:`~fastervit.analysis.benchmark`: throughput and latency.
+* :mod:`~fastervit.analysis.benchmark`: throughput and latency;
+* :mod:`~fastervit.analysis.attention_maps`: the attention weights of a forward pass.
 """
 
+from fastervit.analysis.attention_maps import AttentionRecord, record_attention
 from fastervit.analysis.counting import (
     FlopReport,
     analytic_report,
@@ -32,6 +35,7 @@ __all__ = [
     "BLOCK",
     "COMPONENTS",
     "UNCACHED",
+    "AttentionRecord",
     "Counting",
     "FlopReport",
     "Term",
@@ -44,5 +48,6 @@ __all__ = [
     "count_flops",
     "count_params",
     "flop_analysis",
+    "record_attention",
     "sdpa_flop_jit",
 ]

@@ -50,17 +50,37 @@ class WindowAttention(nn.Module):
         # The release's name for the bias module: its checkpoints hold attn.pos_emb_funct.* keys.
         self.pos_emb_funct = ContinuousPositionBias(grid, num_heads, num_carrier)
 
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values per head. Shapes: ``(B', N, C) -> 3 x (B', heads, N, head_dim)``."""
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
+    def _softmax(self, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``softmax(q k^T * scale + bias)``. Shapes: ``-> (B', heads, N, N)``."""
+        return ((q @ k.transpose(-2, -1)) * self.scale + bias).softmax(dim=-1)
+
+    def attention_weights(self, x: torch.Tensor, grid: Grid, num_carrier: int = 0) -> torch.Tensor:
+        """The attention weights that :meth:`forward` applies to the same input.
+
+        Row ``i`` says how much query ``i`` takes from every key; each row sums to 1. The
+        fused kernel never forms these weights, so they are computed here the explicit way
+        (chapters 4 to 6 look at them).
+
+        Shapes: ``(B', n + gh*gw, C) -> (B', heads, n + gh*gw, n + gh*gw)``, carriers first.
+        """
+        q, k, _ = self._heads(x)
+        return self._softmax(q, k, self.pos_emb_funct(grid, num_carrier).to(q.dtype))
+
     def forward(self, x: torch.Tensor, grid: Grid, num_carrier: int = 0) -> torch.Tensor:
         B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
+        q, k, v = self._heads(x)  # each (B, heads, N, head_dim)
         bias = self.pos_emb_funct(grid, num_carrier).to(q.dtype)  # (1, heads, N, N)
         if self.fused:
             drop = self.attn_drop.p if self.training else 0.0
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop, scale=self.scale)
         else:
-            attn = (q @ k.transpose(-2, -1)) * self.scale + bias
-            x = self.attn_drop(attn.softmax(dim=-1)) @ v
+            x = self.attn_drop(self._softmax(q, k, bias)) @ v
         x = x.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
 
