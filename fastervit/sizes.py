@@ -34,7 +34,7 @@ def _flags(command_line: str) -> tuple[str, ...]:
     return tuple(shlex.split(command_line))
 
 
-# The recipe of the shipped Fashion-MNIST model (results/fashion_mnist/faster_vit/command.txt
+# The recipe of the shipped Fashion-MNIST model (the command in results/fashion_mnist/faster_vit/provenance.json,
 # minus --output and -j; tests/test_sizes.py checks that the two agree).
 _FASHION_MNIST_RECIPE = (
     "--model faster_vit_fashion_mnist --dataset fashion_mnist --resolution 64 --opt adamw "

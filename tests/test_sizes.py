@@ -1,6 +1,7 @@
 """The size switch: FASTERVIT_SIZE, the presets, and that every preset is a valid command line."""
 
 import argparse
+import json
 import shlex
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from fastervit.train.config import TrainConfig
 from fastervit.variants import create_model
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_COMMAND = ROOT / "results" / "fashion_mnist" / "faster_vit" / "command.txt"
+SHIPPED_PROVENANCE = ROOT / "results" / "fashion_mnist" / "faster_vit" / "provenance.json"
 
 
 def parse(command: str, flags: list[str]) -> argparse.Namespace:
@@ -90,9 +91,9 @@ def test_the_smoke_model_keeps_the_architecture_layout():
 
 
 def test_the_full_training_preset_is_the_shipped_runs_command():
-    if not SHIPPED_COMMAND.exists():
-        pytest.skip("the shipped run's command.txt is not in results/ yet")
-    words = shlex.split(SHIPPED_COMMAND.read_text().strip().splitlines()[-1])
+    if not SHIPPED_PROVENANCE.exists():
+        pytest.skip("the shipped run's provenance.json is not in results/ yet")
+    words = shlex.split(json.loads(SHIPPED_PROVENANCE.read_text())["command"])
     shipped = words[words.index("train") + 1 :]
     preset = sizes.preset_value("full", "training", "train")
     machine = {"output", "workers", "resume", "device"}  # where and how, not what is trained
