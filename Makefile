@@ -16,8 +16,9 @@ MATHJAX_STATIC := .mathjax/static/mathjax
 MATHJAX_ES5 := .mathjax/node_modules/mathjax/es5
 # Notebooks are executed with exactly these settings, by the tests and by `make notebooks`,
 # so that stored outputs and re-executed outputs agree (scripts/run_notebooks.py sets the
-# same values when run by hand; tests/test_repo.py checks that the two lists match).
-NOTEBOOK_ENV := ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 CUDA_VISIBLE_DEVICES= MPLBACKEND=Agg PYTHONHASHSEED=0
+# same values when run by hand; tests/test_repo.py checks that the two lists match). The
+# chapters run at smoke size (fastervit/sizes.py) and draw no progress bar (its times vary).
+NOTEBOOK_ENV := ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 CUDA_VISIBLE_DEVICES= MPLBACKEND=Agg PYTHONHASHSEED=0 FASTERVIT_SIZE=smoke TQDM_DISABLE=1
 # Notebook paths for `make notebooks`; empty means all of them.
 NB ?=
 # The kernel "Python (fastervit)" is this environment's interpreter, registered inside the

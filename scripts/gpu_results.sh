@@ -5,9 +5,10 @@
 #   GPU_RESULTS_SMOKE=1 scripts/gpu_results.sh  # CPU smoke test with tiny sizes (a few minutes)
 #
 # Each part fits in one ten-minute command on an H100 (estimates, until measured): bench
-# about 10 min (the deploy runs compile FasterViT-0 to -2 only, twice each), train about 10-15 min (scripts/train_gpu.sh: three runs of 30 epochs; where a
-# command's time is limited, run them one by one with RUNS=fastervit, RUNS=resnet18_like and
-# RUNS=vit_small_like), dense about 8 min (scripts/train_dense_gpu.sh); about 30 min in all.
+# about 10 min (the deploy runs compile FasterViT-0 to -2 only, twice each), train a few
+# minutes per run (scripts/train_gpu.sh: the shipped Fashion-MNIST run's command, then each
+# recorded peer and ablation; where a command's time is limited, run them one by one with
+# RUNS=faster_vit, RUNS=resnet ...), dense about 8 min (scripts/train_dense_gpu.sh).
 # Run them as separate commands where a command's time is limited.
 #
 # Settings (environment variables):
@@ -27,8 +28,8 @@
 #   4. ablation_fv0_b128.json           FasterViT-0: float32 eager, each deploy optimisation alone,
 #                                       all of them (alternated), with agreement
 #   5. resolution_fv0_bf16_<R>.json     FasterViT-0 from 224 to 1024 px, ~constant pixels per batch
-#   training/                           FasterViT vs a ResNet-18-like and a ViT peer on Fashion-MNIST
-#                                       (chapter 11); each run's run.json records its machine
+#   training/                           chapter 11's Fashion-MNIST runs on the GPU (the shipped run's
+#                                       command, its peers and ablation); run.json records the machine
 #   dense/                              FasterViT + UperNet segmentation (chapter 12)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,34 +43,35 @@ PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo pyth
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}
 FV=("$PYTHON" -m fastervit)
 
+# The benchmark sizes are the "throughput" presets of fastervit/sizes.py, which chapter 9 reads
+# too (FASTERVIT_SIZE=full there is this script's full run; the smoke test is the smoke size).
+preset() {
+    "$PYTHON" -c 'import sys; from fastervit.sizes import preset_value; print("\n".join(preset_value(*sys.argv[1:])))' "$@"
+}
 if [ "${GPU_RESULTS_SMOKE:-0}" = "1" ]; then
+    SIZE=smoke
     RESULTS_DIR=${RESULTS_DIR:-$(mktemp -d -t gpu_results_smoke.XXXXXX)}
     DEVICE=cpu
     MODELS=faster_vit_0_224
     PEERS=()
-    THROUGHPUT=(--batch-size 2 --resolution 64 --warmup 1 --iters 2 --rounds 1)
-    LATENCY=(--batch-size 1 --resolution 64 --warmup 1 --iters 2 --rounds 1)
-    ABLATION=(--batch-size 2 --resolution 64 --warmup 1 --iters 2 --rounds 1)
     DEPLOY_MODELS=faster_vit_0_224
     DEPLOY=(--deploy --no-compile)  # compiling takes minutes on a CPU
-    RESOLUTIONS=(64 96)
-    SWEEP=(--warmup 1 --iters 2 --rounds 1)
-    PIXELS_PER_BATCH=$((2 * 64 * 64))
 else
+    SIZE=full
     RESULTS_DIR=${RESULTS_DIR:-results}
     DEVICE=cuda
     "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: run on a GPU machine, or set GPU_RESULTS_SMOKE=1 for the CPU smoke test')"
     MODELS=all
     PEERS=(--peers)
-    THROUGHPUT=(--batch-size 128 --warmup 10 --iters 50 --rounds 5)
-    LATENCY=(--batch-size 1 --warmup 20 --iters 200 --rounds 5)
-    ABLATION=(--batch-size 128 --warmup 10 --iters 50 --rounds 5)
     DEPLOY_MODELS=faster_vit_0_224,faster_vit_1_224,faster_vit_2_224
     DEPLOY=(--deploy)
-    RESOLUTIONS=(224 256 320 384 448 512 640 768 896 1024)
-    SWEEP=(--warmup 5 --iters 30 --rounds 3)
-    PIXELS_PER_BATCH=$((128 * 224 * 224))
 fi
+mapfile -t THROUGHPUT < <(preset "$SIZE" throughput throughput)
+mapfile -t LATENCY < <(preset "$SIZE" throughput latency)
+ABLATION=("${THROUGHPUT[@]}")
+mapfile -t SWEEP < <(preset "$SIZE" throughput sweep)
+mapfile -t RESOLUTIONS < <(preset "$SIZE" throughput resolutions)
+PIXELS_PER_BATCH=$(preset "$SIZE" throughput pixels_per_batch)
 mkdir -p "$RESULTS_DIR"
 COMMON=(--device "$DEVICE" --peak-tflops "$PEAK_TFLOPS")
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)" >&2; }
@@ -133,7 +135,7 @@ fi
 # training results: see the training chapter
 # ======================================================================================
 if want train; then
-    log "training: FasterViT vs a ResNet-18 and a ViT on Fashion-MNIST (scripts/train_gpu.sh)"
+    log "training: the Fashion-MNIST runs of chapter 11 on the GPU (scripts/train_gpu.sh)"
     RESULTS_DIR="$RESULTS_DIR/training" SMOKE="${GPU_RESULTS_SMOKE:-0}" PYTHON="$PYTHON" scripts/train_gpu.sh
 fi
 

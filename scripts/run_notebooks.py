@@ -35,6 +35,8 @@ NOTEBOOK_ENV = {
     "CUDA_VISIBLE_DEVICES": "",
     "MPLBACKEND": "Agg",
     "PYTHONHASHSEED": "0",
+    "FASTERVIT_SIZE": "smoke",  # the stored outputs are the smoke size (fastervit/sizes.py)
+    "TQDM_DISABLE": "1",  # no progress bars: their rates and times vary between runs
 }
 CELL_TIMEOUT_S = 1800
 NBSTRIPOUT_ARGS = ["--keep-output", "--keep-count", "--extra-keys", "metadata.language_info.version"]

@@ -24,20 +24,28 @@ PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo pyth
 TRAIN=("$PYTHON" -m fastervit segment)
 WORKERS=${WORKERS:-8}
 
+# The FasterViT-0 run is the "full" segmentation preset of fastervit/sizes.py, which chapter 12
+# runs with FASTERVIT_SIZE=full; the tiny run is the "smoke" preset (the chapter's CPU run), 10x longer.
+preset() {
+    "$PYTHON" -c 'import sys; from fastervit.sizes import preset_value; print("\n".join(preset_value(*sys.argv[1:])))' "$@"
+}
+mapfile -t FV0 < <(preset full segmentation segment)
+mapfile -t TINY < <(preset smoke segmentation segment)
 if [ "${DENSE_SMOKE:-0}" = "1" ]; then
     RESULTS_DIR=${RESULTS_DIR:-$(mktemp -d -t dense_smoke.XXXXXX)}
     CKPT_DIR=${CKPT_DIR:-$RESULTS_DIR}
-    COMMON=(--device cpu --workers 2 --train-samples 64 --val-samples 16 --log-every 2 --eval-every 2)
-    FV0=(--model faster_vit_0_224 --resolution 64 --steps 4 --warmup-steps 1 --batch-size 4)
-    TINY=(--model tiny --resolution 64 --steps 4 --warmup-steps 1 --batch-size 4)
+    # the same runs, cut to a few steps of tiny batches in float32 (the last flags win)
+    SHRINK=(--resolution 64 --steps 4 --warmup-steps 1 --batch-size 4 --train-samples 64 --val-samples 16
+            --log-every 2 --eval-every 2 --items 1 3 --scale 0.4 0.8)
+    FV0+=("${SHRINK[@]}")
+    TINY+=("${SHRINK[@]}")
+    COMMON=(--device cpu --workers 2)
 else
     RESULTS_DIR=${RESULTS_DIR:-results/dense}
     CKPT_DIR=${CKPT_DIR:-runs/dense}
     "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: run on a GPU machine, or set DENSE_SMOKE=1 for the CPU smoke test')"
-    COMMON=(--device cuda --amp --amp-dtype bfloat16 --workers "$WORKERS" --val-samples 1000 --log-every 100)
-    FV0=(--model faster_vit_0_224 --resolution 256 --items 3 8 --scale 0.15 0.4 --channels 128 --steps 6000
-         --batch-size 32 --lr 5e-3 --warmup-steps 500 --drop-path 0.1 --train-samples 400000 --eval-every 1000)
-    TINY=(--model tiny --resolution 64 --steps 4000 --warmup-steps 200 --train-samples 40000 --eval-every 500)
+    TINY+=(--steps 4000 --warmup-steps 200 --train-samples 40000 --val-samples 1000 --eval-every 500 --log-every 100)
+    COMMON=(--device cuda --workers "$WORKERS")
 fi
 mkdir -p "$RESULTS_DIR" "$CKPT_DIR"
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)" >&2; }

@@ -110,12 +110,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Train and score; progress lines go to stderr."""
+def config_from_args(args: argparse.Namespace) -> DenseTrainConfig:
+    """A :class:`DenseTrainConfig` from parsed flags, checked as a whole before any work.
+
+    ``--device`` is resolved here (default: cuda when available), so that ``--amp`` without
+    ``--amp-dtype`` picks the device's type.
+    """
     if args.amp_dtype and not args.amp:
         raise ValueError(f"--amp-dtype {args.amp_dtype} takes effect with --amp; add --amp")
     device = resolve_device(args.device)
-    config = DenseTrainConfig(  # checks the settings together, before any work
+    return DenseTrainConfig(
         model=args.model,
         size=args.resolution or DenseTrainConfig.size,
         items=tuple(args.items),
@@ -138,6 +142,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         source=args.source,
         device=str(device),
     )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train and score; progress lines go to stderr."""
+    config = config_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, record = train_segmentation(config, progress=lambda entry: print(to_json(entry), file=sys.stderr))

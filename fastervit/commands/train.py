@@ -35,8 +35,6 @@ import os
 import sys
 from dataclasses import MISSING, fields
 
-from tqdm import tqdm
-
 from fastervit.amp import AMP_DTYPES
 from fastervit.commands.common import (
     add_resolution,
@@ -52,6 +50,7 @@ from fastervit.data.random_erasing import MODES as ERASE_MODES
 from fastervit.train.config import LR_BASE_SCALES, OPTIMIZERS, TrainConfig
 from fastervit.train.loop import train
 from fastervit.train.presets import PRESETS, preset_values
+from fastervit.train.progress import ProgressBar
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
@@ -254,22 +253,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**given)
 
 
-class _ProgressBar:
-    """A callback of :func:`~fastervit.train.loop.train` drawing one bar over the run's steps."""
-
-    def __init__(self) -> None:
-        self.bar = tqdm(desc="train", unit="step", dynamic_ncols=True)
-
-    def __call__(self, event: str, record: dict) -> None:
-        if event == "start":
-            self.bar.reset(total=record["total_steps"])
-        elif event == "step":
-            self.bar.n = record["step"]
-            self.bar.set_postfix(
-                epoch=record["epoch"], loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}"
-            )
-
-
 def run(args: argparse.Namespace) -> dict | None:
     """Train; progress to stderr from rank 0, the summary returned by rank 0 only (it alone prints)."""
     config = config_from_args(args)
@@ -287,12 +270,15 @@ def run(args: argparse.Namespace) -> dict | None:
         # Imported only here: importing tqdm.contrib warns in notebooks (no ipywidgets).
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        bar, redirect = _ProgressBar(), logging_redirect_tqdm([package_logger])  # logs above the bar
+        bar, redirect = (
+            ProgressBar(dynamic_ncols=True),
+            logging_redirect_tqdm([package_logger]),
+        )  # logs above the bar
     try:
         with redirect:
             return train(config, callback=bar)
     finally:
         if bar is not None:
-            bar.bar.close()
+            bar.close()
         package_logger.removeHandler(handler)
         package_logger.setLevel(level)
