@@ -19,6 +19,7 @@ from fastervit.analysis.benchmark import (
     agreement,
     build_model,
     machine_info,
+    operator_profile,
     reference_images,
     summarise,
 )
@@ -164,3 +165,16 @@ def test_bench_reports_conflicts_and_missing_cuda(capsys, monkeypatch, flags, me
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, record = _run(capsys, ["bench", "--model", "faster_vit_0_224", *flags])
     assert code == 1 and record["status"] == "error" and message in record["error"]
+
+
+def test_operator_profile_ranks_operators_by_self_time():
+    layer = torch.nn.Linear(256, 256)
+    x = torch.randn(64, 256)
+    with torch.no_grad():
+        rows = operator_profile(lambda: torch.relu(layer(x)), iters=2, top=3)
+    assert 1 <= len(rows) <= 3
+    assert [r["self_ms"] for r in rows] == sorted((r["self_ms"] for r in rows), reverse=True)
+    assert all(0 < r["share"] <= 1 and r["calls"] >= 1 for r in rows)
+    assert any("relu" in r["operator"] for r in rows) or len(rows) == 3
+    with pytest.raises(ValueError, match="iters"):
+        operator_profile(lambda: None, iters=0)
