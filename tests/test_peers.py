@@ -86,8 +86,12 @@ def test_build_model_knows_fastervits_and_peers():
     assert isinstance(build_model("resnet18_like", num_classes=3), ResNet)
     with pytest.raises(KeyError, match=r"unknown model 'resnet18'.*did you mean resnet18_like"):
         build_model("resnet18")
-    with pytest.raises(KeyError, match="known peers: resnet18_like, vit_small_like"):
+    with pytest.raises(KeyError, match="known peers: .*resnet18_like, .*vit_small_like"):
         create_peer("vgg")
+    fashion = build_model("faster_vit_fashion_mnist_no_carrier")  # chapter 11's comparison models
+    assert fashion.in_chans == 1 and fashion.num_classes == 10
+    assert all(level.global_tokenizer is None for level in fashion.levels)  # no carrier tokens
+    assert build_model("resnet_fashion_mnist", num_classes=4).num_classes == 4  # a given setting wins
 
 
 def test_build_model_loads_a_peer_checkpoint_with_another_head(tmp_path):

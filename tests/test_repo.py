@@ -193,35 +193,7 @@ def test_no_machine_paths_in_repository():
     assert not found, f"absolute machine paths in the repository: {found}"
 
 
-# Notebooks stored before scripts/run_notebooks.py merged streams, with the number of their
-# cells that show one printout in several boxes; `make notebooks` fixes them.
-SPLIT_STREAMS = {
-    "05_carrier_tokens.ipynb": 2,
-    "06_hat_block.ipynb": 3,
-    "07_full_model.ipynb": 8,
-    "08_flops_and_params.ipynb": 1,
-    "09_throughput.ipynb": 1,
-    "11_training_on_gpu.ipynb": 1,
-    "12_dense_prediction_and_export.ipynb": 4,
-}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(
-            path,
-            marks=pytest.mark.xfail(
-                reason=f"{SPLIT_STREAMS[path.name]} cells with split streams; re-run make notebooks",
-                strict=False,
-            ),
-        )
-        if path.name in SPLIT_STREAMS
-        else path
-        for path in NOTEBOOKS
-    ],
-    ids=lambda p: p.name,
-)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_streams_are_merged(path):
     # The book shows each stream output as a box of its own: one printout, one box.
     split = []
