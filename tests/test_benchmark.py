@@ -117,6 +117,27 @@ def test_bench_cli_on_cpu(capsys):
     assert result["settings"]["resolution"] == [64, 64]
 
 
+def test_bench_train_times_a_training_step_of_each_model(capsys):
+    models = "faster_vit_fashion_mnist,resnet_fashion_mnist"
+    flags = ["--model", models, "--train", "--device", "cpu", "--resolution", "64", "--batch-size", "4"]
+    code, record = _run(capsys, ["bench", *flags, "--warmup", "1", "--iters", "2", "--rounds", "2"])
+    assert code == 0 and [r["model"] for r in record["results"]] == models.split(",")
+    for result in record["results"]:
+        assert result["label"] == "fp32+train" and result["settings"]["train"]
+        assert result["images_per_s"] > 0 and result["latency_ms_median"] is None  # no latency
+        assert result["agreement"] is None and "achieved_tflops" not in result
+    assert record["results"][1]["source"] == "fastervit.peers"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--deploy"], "--deploy"), (["--runtime", "onnxruntime"], "--runtime"), (["--ablation"], "--ablation")],
+)
+def test_bench_train_refuses_other_paths(capsys, flags, message):
+    code, record = _run(capsys, ["bench", *QUICK, "--train", *flags])
+    assert code == 1 and "as trained" in record["error"] and message in record["error"]
+
+
 def test_bench_deploy_reports_agreement(capsys):
     code, record = _run(capsys, ["bench", *QUICK, "--deploy", "--no-compile", "--amp", "fp32"])
     assert code == 0

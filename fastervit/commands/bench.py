@@ -148,7 +148,7 @@ def _settings(args: argparse.Namespace, device: torch.device) -> BenchSettings:
                 "--runtime onnxruntime runs the exported float32 model: leave out --deploy, --amp, "
                 "--compile and --channels-last"
             )
-        return BenchSettings(**common, runtime="onnxruntime")
+        return BenchSettings(**common, runtime="onnxruntime", train=args.train)
     if args.deploy:
         if args.amp == "fp16":
             raise ValueError("--deploy computes in bf16 or fp32: use --amp bf16 or --amp fp32")
@@ -159,7 +159,7 @@ def _settings(args: argparse.Namespace, device: torch.device) -> BenchSettings:
             overrides["compile"] = args.compile
         if args.channels_last is not None:
             overrides["channels_last"] = args.channels_last
-        return BenchSettings(**common, deploy=replace(DeployOptions(), **overrides))
+        return BenchSettings(**common, deploy=replace(DeployOptions(), **overrides), train=args.train)
     return BenchSettings(
         **common,
         amp=amp,
@@ -182,8 +182,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = _settings(args, device)
-    if args.train and (args.ablation or args.deploy or args.runtime != "torch"):
-        raise ValueError("--train times the model as trained: leave out --ablation, --deploy and --runtime")
+    if args.train and args.ablation:
+        raise ValueError("--train times the model as trained: leave out --ablation")
     if args.ablation:
         if len(names) != 1:
             raise ValueError(f"--ablation compares settings of one model, got {len(names)}: {names}")
