@@ -126,3 +126,32 @@ def test_the_smoke_segmentation_preset_is_the_chapters_reduced_run():
 def test_throughput_presets_are_valid_bench_flags(size, key):
     args = parse("bench", ["--model", "faster_vit_0_224", *sizes.preset_value(size, "throughput", key)])
     assert args.iters >= 1 and args.rounds >= 1
+
+
+# The chapter that reads each preset (README, "One switch for the size of a chapter").
+CHAPTER_OF_PRESET = {
+    "throughput": "09_throughput.ipynb",
+    "training": "11_training.ipynb",
+    "segmentation": "12_dense_prediction_and_export.ipynb",
+}
+
+
+def test_every_preset_has_a_chapter():
+    assert set(CHAPTER_OF_PRESET) == set(sizes.PRESETS)
+
+
+@pytest.mark.parametrize(("preset", "notebook"), CHAPTER_OF_PRESET.items())
+def test_each_chapter_reads_its_preset_in_a_parameters_cell_near_its_top(preset, notebook):
+    cells = json.loads((ROOT / "notebooks" / notebook).read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    tagged = [i for i, c in enumerate(code) if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1, f"{notebook}: expected one code cell tagged 'parameters', found {len(tagged)}"
+    index = tagged[0]
+    source = "".join(code[index]["source"])
+    assert f'chapter_settings(\n    "{preset}"' in source or f'chapter_settings("{preset}"' in source, (
+        f"{notebook}: its parameters cell does not call chapter_settings({preset!r})"
+    )
+    assert index < 3, f"{notebook}: the parameters cell is code cell {index + 1}; put it near the top"
+    assert "SIZE, DEVICE = settings.size, settings.device" in source, (
+        f"{notebook}: its parameters cell does not name the size and device it picked (SIZE, DEVICE)"
+    )

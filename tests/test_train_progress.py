@@ -2,9 +2,10 @@
 
 import io
 
+import pytest
 from tqdm import tqdm
 
-from fastervit.train.progress import ProgressBar
+from fastervit.train.progress import ProgressBar, disabled_by_environment
 
 
 def drive(bar: ProgressBar) -> None:
@@ -44,3 +45,14 @@ def test_records_with_only_some_fields_drive_it_too(monkeypatch):
     bar("step", {"step": 2, "loss": 0.5})  # the segmentation run's progress record
     bar.close()
     assert "2/4" in out.getvalue() and "loss=0.5000" in out.getvalue() and "lr=" not in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("value", "disabled"), [(None, False), ("", False), ("0", False), ("1", True), ("True", True)]
+)
+def test_disabled_by_environment_reads_tqdm_disable(monkeypatch, value, disabled):
+    if value is None:
+        monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    else:
+        monkeypatch.setenv("TQDM_DISABLE", value)
+    assert disabled_by_environment() is disabled

@@ -13,6 +13,16 @@ from typing import Any
 from tqdm import tqdm
 
 
+def disabled_by_environment() -> bool:
+    """Whether ``TQDM_DISABLE`` (``1`` or ``true``) asks for no bar.
+
+    tqdm reads the variable itself, but ``tqdm.notebook`` (which ``tqdm.auto`` picks in
+    JupyterLab) passes ``disable`` explicitly, which overrides it; so any bar a notebook
+    draws takes ``disable=disabled_by_environment()``.
+    """
+    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
+
+
 class ProgressBar:
     """One bar over the run's steps, showing the epoch, the loss and the learning rate.
 
@@ -22,9 +32,7 @@ class ProgressBar:
     """
 
     def __init__(self, bar_class: Callable[..., tqdm] = tqdm, **options: Any) -> None:
-        # Read here because tqdm.notebook passes ``disable`` explicitly, which overrides the
-        # TQDM_DISABLE default that tqdm itself takes from the environment.
-        options.setdefault("disable", os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true"))
+        options.setdefault("disable", disabled_by_environment())
         self.bar = bar_class(desc="train", unit="step", **options)
 
     def __call__(self, event: str, record: dict) -> None:
