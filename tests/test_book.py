@@ -279,6 +279,18 @@ def test_chapters_are_numbered(html):
         )
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_load_the_book_css(html, page):
+    """book/_static/book.css (inline code that wraps on a phone, readable captions) reaches
+    every page, after the theme's styles so that it wins."""
+    text = built(html, page).read_text(encoding="utf-8")
+    links = re.findall(r'<link rel="stylesheet"[^>]*href="([^"?]+)', text)
+    assert links and links[-1].endswith("_static/book.css"), (
+        f"{page}: book.css is not the last stylesheet: {links[-3:]}"
+    )
+    assert (html / "_static" / "book.css").is_file()
+
+
 def test_bibliography_labels_match_the_citations(html):
     bibliography = built(html, "book/bibliography").read_text(encoding="utf-8")
     labels = {
