@@ -279,6 +279,15 @@ def test_chapters_are_numbered(html):
         )
 
 
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_displayed_tables_are_tables(html, page):
+    """A Markdown table that a cell displays is rendered as a table, not as lines of pipes
+    (what myst-nb's default CommonMark made of chapter 7's seven sizes)."""
+    text = built(html, page).read_text(encoding="utf-8")
+    pipes = re.findall(r'<div class="cell_output[^"]*">\s*<p>(\|[^<]{0,60})', text)
+    assert not pipes, f"{page}: a displayed table shown as text: {pipes}"
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_pages_load_the_book_css(html, page):
     """book/_static/book.css (inline code that wraps on a phone, readable captions) reaches
