@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import functools
 import http.server
 import json
@@ -40,6 +41,13 @@ PHONE_MAX_WIDTH = 600
 LOCAL = {"127.0.0.1", None}
 # Seconds a page may take to load and typeset its math.
 LOAD_TIMEOUT = 60
+
+# Run as `python -c TRAMPOLINE READ WRITE CHROMIUM FLAGS...`: puts the pipe's ends on the fds
+# that --remote-debugging-pipe uses, then becomes Chromium.
+TRAMPOLINE = (
+    "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
+    "os.execvp(sys.argv[3], sys.argv[3:])"
+)
 
 # Runs in the page once it has loaded and MathJax has typeset: what the summary reports.
 MEASURE = """((width) => {
@@ -101,12 +109,22 @@ MATH_READY = (
 )
 
 
+def _above_four(fd: int) -> int:
+    """A copy of ``fd`` numbered 5 or more; ``fd`` itself is closed."""
+    copy = fcntl.fcntl(fd, fcntl.F_DUPFD, 5)
+    os.close(fd)
+    return copy
+
+
 class Chromium:
     """A headless Chromium driven through the DevTools protocol over its debugging pipe."""
 
     def __init__(self, binary: str) -> None:
         read_from_us, write_to_chromium = os.pipe()
         read_from_chromium, write_to_us = os.pipe()
+        # The child's ends move above 4 first: one of them may be fd 3 or 4 itself, which
+        # TRAMPOLINE would overwrite before using it.
+        read_from_us, write_to_us = (_above_four(fd) for fd in (read_from_us, write_to_us))
         flags = [
             "--headless",
             "--no-sandbox",
@@ -118,10 +136,11 @@ class Chromium:
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
             "about:blank",
         ]
-        # Chromium reads commands from fd 3 and writes replies to fd 4: the shell puts the
-        # pipe's ends there just before it becomes Chromium.
+        # Chromium reads commands from fd 3 and writes replies to fd 4: a small Python
+        # trampoline puts the pipe's ends there and becomes Chromium (no preexec_fn, which
+        # is unsafe once the server's thread runs; no sh, which takes one-digit fds only).
         self.process = subprocess.Popen(
-            ["sh", "-c", f'exec "$0" "$@" 3<&{read_from_us} 4>&{write_to_us}', binary, *flags],
+            [sys.executable, "-c", TRAMPOLINE, str(read_from_us), str(write_to_us), binary, *flags],
             pass_fds=(read_from_us, write_to_us),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
