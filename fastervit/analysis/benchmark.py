@@ -163,7 +163,7 @@ def time_batches(
     iters: int,
     device: torch.device,
 ) -> list[float]:
-    """Milliseconds of each of ``iters`` calls of ``run``, on the device's clock.
+    """Milliseconds of ``iters`` calls of ``run``, each on the device's clock.
 
     (Kept within 80 columns: chapter 9 prints this function.)
     """
