@@ -224,9 +224,6 @@ LOW_DPI_OFFENDERS = {
 # scripts/screenshot_book.py at 1366 px); ruff formats at 80 columns but leaves long strings
 # and comments alone.
 WIDE_CODE_OFFENDERS = {
-    "notebooks/05_carrier_tokens": "3 code lines over 80 characters (longest 85)",
-    "notebooks/10_training_recipe": "13 code lines over 80 characters (longest 86)",
-    "notebooks/12_dense_prediction_and_export": "17 code lines over 80 characters (longest 96)",
 }
 
 
