@@ -215,16 +215,13 @@ def built(html: Path, page: str) -> Path:
 RAW_TEX_OFFENDERS: dict[str, str] = {}
 # What each chapter still fails, measured when these checks came in (the lead makes a mark
 # strict, or removes it, once the chapter's owner has fixed it).
-WIDE_OUTPUT_OFFENDERS = {
-}
-LOW_DPI_OFFENDERS = {
-}
+WIDE_OUTPUT_OFFENDERS = {}
+LOW_DPI_OFFENDERS = {}
 
 # Code cells wider than the column scroll sideways in the book (measured with
 # scripts/screenshot_book.py at 1366 px); ruff formats at 80 columns but leaves long strings
 # and comments alone.
-WIDE_CODE_OFFENDERS = {
-}
+WIDE_CODE_OFFENDERS = {}
 
 
 @pytest.mark.parametrize("page", xfail_pages(RAW_TEX_OFFENDERS))
