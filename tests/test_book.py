@@ -103,9 +103,8 @@ def test_figures_are_copied(html):
 
 # ---------------------------------------------------------------------------------------
 # Checks that keep the book readable. Each reports every offender of a page; pages are the
-# parameters, so that a chapter's owner sees only their own. Chapters that still fail a check
-# carry an xfail mark naming what fails; the mark goes (or becomes strict) once the chapter
-# is fixed.
+# parameters, so that a failure names the page. Every page passes every check: none is
+# marked as expected to fail.
 
 # The column, measured in headless Chromium on a built page (test_column_measured_in_chromium
 # repeats the measurement where Chromium is installed): the theme's output column holds 84
@@ -196,35 +195,11 @@ def displayed_width(image: dict[str, str], natural: int) -> float:
     return min(width, COLUMN_PX)
 
 
-def xfail_pages(offenders: dict[str, str], pages: list[str] = PAGES) -> list:
-    """``pages`` as parameters, with an xfail mark on each page in ``offenders`` (page: what
-    is still wrong there, said in the mark so that the owner knows)."""
-    return [
-        pytest.param(page, marks=pytest.mark.xfail(reason=offenders[page], strict=False))
-        if page in offenders
-        else page
-        for page in pages
-    ]
-
-
 def built(html: Path, page: str) -> Path:
     return html / f"{page}.html"
 
 
-# Chapters other than 0-3 are owned by other tasks.
-RAW_TEX_OFFENDERS: dict[str, str] = {}
-# What each chapter still fails, measured when these checks came in (the lead makes a mark
-# strict, or removes it, once the chapter's owner has fixed it).
-WIDE_OUTPUT_OFFENDERS = {}
-LOW_DPI_OFFENDERS = {}
-
-# Code cells wider than the column scroll sideways in the book (measured with
-# scripts/screenshot_book.py at 1366 px); ruff formats at 80 columns but leaves long strings
-# and comments alone.
-WIDE_CODE_OFFENDERS = {}
-
-
-@pytest.mark.parametrize("page", xfail_pages(RAW_TEX_OFFENDERS))
+@pytest.mark.parametrize("page", PAGES)
 def test_no_raw_tex_outside_math(html, page):
     text = "".join(parse(built(html, page)).prose)
     found = [text[max(0, m.start() - 30) : m.end() + 30].replace("\n", " ") for m in RAW_TEX.finditer(text)]
@@ -250,14 +225,14 @@ def test_no_unresolved_references(html, page):
     )
 
 
-@pytest.mark.parametrize("page", xfail_pages(WIDE_OUTPUT_OFFENDERS))
+@pytest.mark.parametrize("page", PAGES)
 def test_output_lines_fit_the_column(html, page):
     lines = "".join(parse(built(html, page)).output_text).splitlines()
     wide = [f"{len(line)}: {line[:60]}..." for line in lines if len(line) > COLUMN_CHARS]
     assert not wide, f"{page}: output lines wider than {COLUMN_CHARS} characters: {wide}"
 
 
-@pytest.mark.parametrize("page", xfail_pages(WIDE_CODE_OFFENDERS, CHAPTERS))
+@pytest.mark.parametrize("page", CHAPTERS)
 def test_code_lines_fit_the_column(page):
     """Every line of a chapter's code cells fits the column (no build needed: the source)."""
     notebook = json.loads((ROOT / f"{page}.ipynb").read_text(encoding="utf-8"))
@@ -271,7 +246,7 @@ def test_code_lines_fit_the_column(page):
     assert not wide, f"{page}: code lines wider than {COLUMN_CHARS} characters: {wide}"
 
 
-@pytest.mark.parametrize("page", xfail_pages(LOW_DPI_OFFENDERS))
+@pytest.mark.parametrize("page", PAGES)
 def test_figures_have_150_dpi(html, page):
     path = built(html, page)
     low = []
