@@ -9,8 +9,8 @@ object per page and width, and a summary: the pages whose body scrolls sideways
 wider than their box, and every request for something off the machine. It exits 1 when a
 page scrolls sideways or asks for anything remote.
 
-    python scripts/screenshot_book.py _build/html /tmp/shots --widths 1366 390
-    python scripts/screenshot_book.py _build/html /tmp/shots --widths 390 --dark \\
+    python scripts/screenshot_book.py _build/html shots --widths 1366 390
+    python scripts/screenshot_book.py _build/html shots --widths 390 --dark \\
         --pages notebooks/07_full_model book/intro
 
 It talks to Chromium through the DevTools protocol over a pipe (``--remote-debugging-pipe``),
@@ -181,7 +181,7 @@ class Chromium:
             self.events.append(reply)
 
     def wait_for(self, method: str, timeout: float) -> None:
-        """Waits for an event (a fresh one: events seen before are dropped first)."""
+        """Waits for an event; the caller clears ``events`` first so that an old one does not count."""
         deadline = time.monotonic() + timeout
         while not any(e.get("method") == method for e in self.events):
             if time.monotonic() > deadline:

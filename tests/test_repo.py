@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # Paths that only exist on somebody's machine: stored outputs must not leak them.
-ABSOLUTE_PATH = re.compile(r"(/tmp/|/home/|/root/|/work/|/Users/|/private/var/|[A-Za-z]:\\\\?)")
+ABSOLUTE_PATH = re.compile(r"(/(?:tmp|home|root|work|Users)/|/private/var/|[A-Za-z]:\\\\?)")
 
 
 def toc_files() -> list[str]:
