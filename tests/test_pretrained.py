@@ -42,13 +42,12 @@ def test_pretrained_cfg_says_how_to_feed_it():
     assert model.num_classes == 10
 
 
-def test_the_run_is_recorded_whole(recorded):
+def test_the_run_is_recorded_whole():
+    """Its provenance and its score; tests/test_results.py checks that its records (command,
+    train.json, epochs.csv, predictions.csv) agree, as for every recorded run."""
     record = json.loads((RUN / "train.json").read_text())
     provenance = json.loads((RUN / "provenance.json").read_text())
-    assert record["status"] == "ok" and record["finished"] and record["model"] == "faster_vit_fashion_mnist"
-    assert len(recorded) == record["report"]["images"] == 10_000
-    top1 = 100 * sum(label == predicted for label, predicted in recorded) / len(recorded)
-    assert top1 == pytest.approx(record["report"]["top1"], abs=0.005) and top1 >= 91.0
+    assert record["model"] == "faster_vit_fashion_mnist" and record["report"]["top1"] >= 91.0
     assert provenance["wall_time_s"]["total_about"] <= 3600 and len(provenance["commit"]) == 40
     with open(RUN / "epochs.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == provenance["epochs"]

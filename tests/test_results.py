@@ -64,6 +64,7 @@ def test_the_records_of_a_run_agree(model):
     folder = RESULTS / RUNS[model]["folder"]
     last = epochs(folder)[-1]
     record = json.loads((folder / "train.json").read_text())
+    assert record["status"] == "ok" and record["finished"]
     assert record["model"] == model and record["epochs_completed"] == RUNS[model]["epochs"]
     assert record["ema_top1"] == pytest.approx(last["ema_top1"])
     with open(folder / "predictions.csv", newline="") as f:
